@@ -1,0 +1,259 @@
+"""SentencePiece's BPE model, written from scratch: the LLaMA 2 tokenizer, bit for bit.
+
+Encoding a text, as sentencepiece does it for a BPE model with the identity normalizer:
+
+1. normalize: nothing is changed except that a dummy prefix space is added in front and every
+   space " " becomes "▁" (U+2581), so "Hello world" becomes "▁Hello▁world";
+2. split into characters; then, again and again, merge the adjacent pair whose concatenation is
+   a piece with the highest score (ties: the leftmost pair), until no adjacent pair is a piece;
+3. look each final symbol up; one that is not a piece is spelled as its UTF-8 bytes with the
+   byte pieces <0x00>..<0xFF> (byte fallback), or becomes <unk> without byte fallback.
+
+Decoding maps ids to pieces, turns "▁" back into spaces, drops the first dummy-prefix space, turns
+runs of byte pieces back into UTF-8 (an invalid byte becomes U+FFFD, one per byte, as
+sentencepiece does), prints <unk> as " ⁇ " and control pieces (<s>, </s>) as nothing.
+
+Speed: no LLaMA piece holds a "▁" after another character, and no piece holds a newline or a tab,
+so a merge never crosses the start of a whitespace-led chunk like "▁the" or a newline. Encoding each
+distinct chunk once and caching its ids is therefore exact (`_chunk_pattern` checks this property on
+the model's pieces and falls back to encoding the text whole when it does not hold).
+
+Not handled: normalizers other than "identity" (e.g. nmt_nfkc with its precompiled character map),
+UNUSED pieces (treated like normal pieces), sampling (BPE dropout) and n-best encoding.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from pathlib import Path
+
+from .sentencepiece_model import ModelProto, PieceType, read_model
+
+SPACE = "\u2581"  # ▁, what a space becomes
+
+
+class TokenizerInputError(ValueError):
+    """Text that cannot be encoded (lone surrogates) or ids that cannot be decoded."""
+
+
+def bpe_merge(symbols: list[str], scores: dict[str, float]) -> list[str]:
+    """Merge adjacent symbols greedily, best-scoring piece first, leftmost first on ties.
+
+    `symbols` is the text split into characters; `scores` maps every mergeable piece to its score.
+    This is the priority queue of sentencepiece's bpe_model.cc: each candidate pair is pushed with
+    (-score, left position); a popped pair is skipped when it is stale, i.e. when one of its symbols
+    has changed since it was pushed.
+    """
+    sym = list(symbols)  # sym[i] == "" once symbol i was merged into its left neighbour
+    nxt = list(range(1, len(sym) + 1))
+    nxt[-1] = -1
+    prv = list(range(-1, len(sym) - 1))
+    heap: list[tuple[float, int, str]] = []
+
+    def push(left: int, right: int) -> None:
+        if left == -1 or right == -1:
+            return
+        piece = sym[left] + sym[right]
+        if piece in scores:
+            heapq.heappush(heap, (-scores[piece], left, piece))
+
+    for i in range(len(sym) - 1):
+        push(i, i + 1)
+    while heap:
+        _, left, piece = heapq.heappop(heap)
+        right = nxt[left]
+        if not sym[left] or right == -1 or sym[left] + sym[right] != piece:
+            continue  # stale: a neighbour changed after this pair was pushed
+        sym[left], sym[right] = piece, ""
+        nxt[left] = nxt[right]
+        if nxt[right] != -1:
+            prv[nxt[right]] = left
+        push(prv[left], left)
+        push(left, nxt[left])
+    return [s for s in sym if s]
+
+
+def decode_utf8_like_sentencepiece(data: bytes) -> str:
+    """UTF-8 decode where each byte that does not start a valid character becomes one U+FFFD.
+
+    Python's errors="replace" replaces a broken multi-byte sequence as a whole; sentencepiece
+    (string_util::IsValidDecodeUTF8) consumes a single byte per replacement, so we do the same.
+    """
+    out, i = [], 0
+    while i < len(data):
+        lead = data[i]
+        size = 1 if lead < 0x80 else 2 if lead >> 5 == 6 else 3 if lead >> 4 == 14 else 4 if lead >> 3 == 30 else 0
+        try:
+            if size == 0:
+                raise UnicodeDecodeError("utf-8", data, i, i + 1, "invalid start byte")
+            out.append(data[i:i + size].decode("utf-8"))  # strict: no overlong forms, no surrogates
+            i += size
+        except UnicodeDecodeError:
+            out.append("\ufffd")
+            i += 1
+    return "".join(out)
+
+
+class SentencePieceBPE:
+    """Encode and decode like `sentencepiece.SentencePieceProcessor` for a BPE `.model` file."""
+
+    def __init__(self, model: ModelProto, name: str = "<model>"):
+        if model.model_type != 2:
+            raise ValueError(f"{name} is a SentencePiece model of type {model.model_type}, not BPE (2)")
+        if model.normalizer_name != "identity" or model.precompiled_charsmap:
+            raise ValueError(f"{name} uses the {model.normalizer_name!r} normalizer; only 'identity' is handled")
+        self.model = model
+        self.pieces = [p.piece for p in model.pieces]
+        self.types = [p.type for p in model.pieces]
+        # sentencepiece keeps two maps: mergeable pieces, and reserved ones (control/unknown/byte),
+        # looked up first. Only the first ones can be produced by a merge.
+        mergeable = (PieceType.NORMAL, PieceType.USER_DEFINED, PieceType.UNUSED)
+        self.scores = {p.piece: p.score for p in model.pieces if p.type in mergeable}
+        self.piece_to_id = {p.piece: i for i, p in enumerate(model.pieces) if p.type in mergeable}
+        self.piece_to_id.update({p.piece: i for i, p in enumerate(model.pieces) if p.type not in mergeable})
+        self.user_defined = sorted((p.piece for p in model.pieces if p.type == PieceType.USER_DEFINED),
+                                   key=len, reverse=True)
+        self.unk_id = next((i for i, t in enumerate(self.types) if t == PieceType.UNKNOWN), None)
+        self.bos_id = self.piece_to_id.get(model.trainer_spec.get_str(46, "<s>"), -1)
+        self.eos_id = self.piece_to_id.get(model.trainer_spec.get_str(47, "</s>"), -1)
+        self.byte_ids = [self.piece_to_id.get(f"<0x{b:02X}>", -1) for b in range(256)]
+        if model.byte_fallback and -1 in self.byte_ids:
+            raise ValueError(f"{name} enables byte fallback but lacks some of the <0x00>..<0xFF> pieces")
+        self.chunk_re = self._chunk_pattern()
+        self.cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "SentencePieceBPE":
+        return cls(read_model(path), name=str(path))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    # ------------------------------------------------------------------ encode
+
+    def normalize(self, text: str) -> str:
+        """Identity normalizer: dummy prefix, optional extra-space removal, " " -> "▁"."""
+        if not text:
+            return ""
+        m = self.model
+        if m.remove_extra_whitespaces:
+            text = re.sub(" +", " ", text.strip(" "))
+        if m.add_dummy_prefix and not m.treat_whitespace_as_suffix:
+            text = " " + text
+        if m.add_dummy_prefix and m.treat_whitespace_as_suffix:
+            text = text + " "
+        return text.replace(" ", SPACE) if m.escape_whitespaces else text
+
+    def _chunk_pattern(self) -> re.Pattern | None:
+        """A regex cutting normalized text where no merge can cross, or None when unsafe."""
+        m = self.model
+        if self.user_defined or m.treat_whitespace_as_suffix or not m.escape_whitespaces:
+            return None
+        multi = [p for p in self.scores if len(p) > 1]
+        if any(re.search(f"[^{SPACE}]{SPACE}", p) for p in multi):
+            return None
+        # Characters no multi-character piece contains are always symbols on their own.
+        alone = "".join(c for c in "\n\t\r\f\v" if not any(c in p for p in multi))
+        alone_class = f"[{re.escape(alone)}]|" if alone else ""
+        rest = f"[^{SPACE}{re.escape(alone)}]"
+        return re.compile(f"{alone_class}{SPACE}+{rest}*|{rest}+")
+
+    def _split(self, normalized: str) -> list[str]:
+        """First symbols: user-defined pieces whole (longest first), otherwise one character each."""
+        if not self.user_defined:
+            return list(normalized)
+        out, i = [], 0
+        while i < len(normalized):
+            hit = next((u for u in self.user_defined if normalized.startswith(u, i)), None)
+            out.append(hit or normalized[i])
+            i += len(hit) if hit else 1
+        return out
+
+    def encode_chunk(self, normalized: str) -> list[int]:
+        """Ids of already-normalized text: BPE merges, then byte fallback (or <unk>)."""
+        ids: list[int] = []
+        prev_unknown = False
+        for symbol in bpe_merge(self._split(normalized), self.scores):
+            i = self.piece_to_id.get(symbol)
+            if i is not None and i != self.unk_id:
+                ids.append(i)
+                prev_unknown = False
+            elif self.model.byte_fallback:
+                ids.extend(self.byte_ids[b] for b in symbol.encode("utf-8"))
+            elif not prev_unknown:  # sentencepiece folds a run of unknown symbols into one <unk>
+                ids.append(self.unk_id)
+                prev_unknown = True
+        return ids
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of `text`, like `SentencePieceProcessor.encode(text, add_bos=bos, add_eos=eos)`."""
+        check_text(text)
+        normalized = self.normalize(text)
+        if self.chunk_re is None:
+            ids = self.encode_chunk(normalized)
+        else:
+            ids, cache = [], self.cache
+            for chunk in self.chunk_re.findall(normalized):
+                got = cache.get(chunk)
+                if got is None:
+                    got = cache[chunk] = self.encode_chunk(chunk)
+                ids += got
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    # ------------------------------------------------------------------ decode
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`, like `SentencePieceProcessor.decode(ids)`."""
+        check_ids(ids, self.vocab_size)
+        m = self.model
+        strip_first_space = m.add_dummy_prefix or m.remove_extra_whitespaces
+        out: list[str] = []
+        pending = bytearray()  # a run of byte pieces, decoded together
+        first_space_done = False  # sentencepiece strips "▁" from at most the first piece
+        for i in ids:
+            kind = self.types[i]
+            if kind == PieceType.BYTE:
+                pending.append(int(self.pieces[i][3:5], 16))
+                continue
+            if pending:
+                out.append(decode_utf8_like_sentencepiece(bytes(pending)))
+                pending.clear()
+            if kind == PieceType.CONTROL:
+                continue
+            if kind == PieceType.UNKNOWN:
+                out.append(m.unk_surface)
+                continue
+            piece = self.pieces[i]
+            at_start = not first_space_done and not any(out)
+            if at_start and strip_first_space and piece.startswith(SPACE):
+                piece = piece[1:]
+                first_space_done = not m.remove_extra_whitespaces
+            out.append(piece.replace(SPACE, " "))
+        if pending:
+            out.append(decode_utf8_like_sentencepiece(bytes(pending)))
+        return "".join(out)
+
+    def id_to_piece(self, i: int) -> str:
+        check_ids([i], self.vocab_size)
+        return self.pieces[i]
+
+
+def check_text(text: str) -> None:
+    """Refuse what is not text: non-str input, and lone surrogates (they have no UTF-8 form)."""
+    if not isinstance(text, str):
+        raise TokenizerInputError(f"expected text (str), got {type(text).__name__}; decode bytes as UTF-8 first")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise TokenizerInputError(
+            f"text has a lone surrogate {text[err.start]!r} at index {err.start}, which is not a valid "
+            "Unicode character and has no UTF-8 form; fix the input (e.g. decode bytes with errors='replace')"
+        ) from None
+
+
+def check_ids(ids: list[int], vocab_size: int) -> None:
+    for i in ids:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size:
+            raise TokenizerInputError(f"token id {i!r} is out of range: the vocabulary has {vocab_size} ids (0..{vocab_size - 1})")
