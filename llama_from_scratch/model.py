@@ -1,0 +1,111 @@
+"""The LLaMA 2 decoder: token embedding, n_layers pre-norm blocks, final norm, output.
+
+    h = x + attention(attention_norm(x))
+    out = h + feed_forward(ffn_norm(h))
+
+Parameter names follow Meta's llama/model.py, so a Meta (or llama2.c) state dict loads
+as is: tok_embeddings, layers.N.attention.wq/wk/wv/wo, layers.N.feed_forward.w1/w2/w3,
+layers.N.attention_norm, layers.N.ffn_norm, norm, output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from llama_from_scratch.attention import Attention, KVCache
+from llama_from_scratch.config import ModelArgs
+from llama_from_scratch.feedforward import FeedForward
+from llama_from_scratch.rmsnorm import RMSNorm
+from llama_from_scratch.rope import precompute_freqs
+
+
+class TransformerBlock(nn.Module):
+    """One pre-norm decoder layer: `(batch, seq, dim) -> (batch, seq, dim)`."""
+
+    def __init__(self, layer_id: int, args: ModelArgs):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args.dim, args.ffn_hidden_dim)
+        self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                start_pos: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, cache)  # (b, seq, dim)
+        return h + self.feed_forward(self.ffn_norm(h))  # (b, seq, dim)
+
+
+class Transformer(nn.Module):
+    """Token ids `(batch, seq)` -> next-token logits `(batch, seq, vocab_size)`, float32."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight  # one matrix, used twice
+        # Not parameters and not saved: recomputed from the config, like Meta's freqs_cis.
+        cos, sin = precompute_freqs(args.head_dim, args.max_seq_len, args.rope_theta)
+        self.register_buffer("freqs_cos", cos, persistent=False)  # (max_seq_len, head_dim/2)
+        self.register_buffer("freqs_sin", sin, persistent=False)  # (max_seq_len, head_dim/2)
+
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0,
+                cache: list[KVCache] | None = None) -> torch.Tensor:
+        """tokens hold positions start_pos ..; with `cache` (from `new_cache`) earlier ones are remembered."""
+        b, seq = tokens.shape
+        if start_pos + seq > self.args.max_seq_len:
+            raise ValueError(f"positions up to {start_pos + seq} exceed the context length "
+                             f"max_seq_len={self.args.max_seq_len}")
+        h = self.tok_embeddings(tokens)  # (b, seq, dim)
+        cos = self.freqs_cos[start_pos:start_pos + seq]  # (seq, head_dim/2)
+        sin = self.freqs_sin[start_pos:start_pos + seq]  # (seq, head_dim/2)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, start_pos, None if cache is None else cache[i])  # (b, seq, dim)
+        h = self.norm(h)  # (b, seq, dim)
+        return self.output(h).float()  # (b, seq, vocab_size)
+
+    def new_cache(self, batch: int, max_seq_len: int | None = None) -> list[KVCache]:
+        """An empty KV cache per layer, on this model's device and dtype."""
+        w = self.tok_embeddings.weight
+        return [KVCache(batch, max_seq_len or self.args.max_seq_len, self.args.kv_heads,
+                        self.args.head_dim, dtype=w.dtype, device=w.device) for _ in self.layers]
+
+    def set_attention_path(self, use_sdpa: bool) -> None:
+        """Switch every layer between the fused (True) and the explicit-math (False) attention."""
+        for layer in self.layers:
+            layer.attention.use_sdpa = use_sdpa
+
+
+def count_parameters(args: ModelArgs) -> int:
+    """Parameters of a model with these args, built on the meta device: no memory is allocated.
+
+    A tied output matrix is counted once.
+    """
+    with torch.device("meta"):
+        model = Transformer(args)
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_breakdown(args: ModelArgs) -> dict[str, int]:
+    """Parameters per component (embedding, attention, feed-forward, norms, output), summed over layers."""
+    with torch.device("meta"):
+        model = Transformer(args)
+    parts = {"tok_embeddings": 0, "attention": 0, "feed_forward": 0, "norms": 0, "output": 0}
+    for name, p in model.named_parameters():  # a tied output.weight is not listed again
+        parts[_component(name)] += p.numel()
+    return parts
+
+
+def _component(name: str) -> str:
+    if name.startswith(("tok_embeddings", "output")):
+        return name.split(".")[0]
+    if ".attention." in name:  # layers.N.attention.wq.weight (not attention_norm)
+        return "attention"
+    if ".feed_forward." in name:
+        return "feed_forward"
+    return "norms"  # attention_norm, ffn_norm, norm
