@@ -15,6 +15,7 @@ import sys
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("llama_from_scratch.data_cli", "list, locate or download the book's data files"),
+    "tokenize": ("llama_from_scratch.tokenizer.cli", "text to token ids and back, line by line (LLaMA 2 or llama2.c tokenizers)"),
 }
 
 
