@@ -11,27 +11,26 @@ and a chapter with a cell that raised stops the build.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 
 from tools.notebooks import ROOT, book_notebooks, execute_notebook, toc_files
 
-STAGED = ROOT / "_build" / "staged"
-
-
-def stage() -> None:
-    if STAGED.exists():
-        shutil.rmtree(STAGED)
-    STAGED.mkdir(parents=True)
+def stage(staged: Path) -> None:
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(ROOT / name, STAGED / name)
+        shutil.copy2(ROOT / name, staged / name)
     for asset in (ROOT / "book").rglob("*"):
         if asset.is_file() and asset.suffix != ".ipynb" and ".ipynb_checkpoints" not in asset.parts:
-            target = STAGED / asset.relative_to(ROOT)
+            target = staged / asset.relative_to(ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(asset, target)
     for path in toc_files():
@@ -41,19 +40,23 @@ def stage() -> None:
             print(f"{path.relative_to(ROOT)}: {status}, {result.seconds:.1f} s", flush=True)
             if result.errors:
                 raise SystemExit(f"{path.relative_to(ROOT)} raised:\n  " + "\n  ".join(result.errors))
-            target = STAGED / path.relative_to(ROOT)
+            target = staged / path.relative_to(ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(result.notebook, target)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT), help="build into OUT/_build (default: the repository root)")
+    out = Path(parser.parse_args(argv).out).resolve()
     start = time.perf_counter()
     print(f"executing {len(book_notebooks())} chapters", flush=True)
-    stage()
-    html = ROOT / "_build" / "html"
+    staged = out / "_build" / "staged"
+    stage(staged)
+    html = out / "_build" / "html"
     if html.exists():
         shutil.rmtree(html)
-    command = [sys.executable, "-m", "jupyter_book", "build", str(STAGED), "--path-output", str(ROOT),
+    command = [sys.executable, "-m", "jupyter_book", "build", str(staged), "--path-output", str(out),
                "--builder", "html", "-W", "-n", "--keep-going"]
     jb = shutil.which("jupyter-book", path=str(ROOT / ".venv" / "bin")) or shutil.which("jupyter-book")
     if jb:
