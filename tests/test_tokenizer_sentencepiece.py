@@ -103,6 +103,18 @@ def test_fuzz_random_unicode(sp, ours, text):
         assert ours.decode(ids) == sp.decode(ids)
 
 
+WHITESPACEY = st.text(alphabet=st.sampled_from(list(" \t\n\r\u2581\u3000\u00a0ab1.\u00e9\u4f60\U0001f600\u200d\ufe0f")),
+                      max_size=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(WHITESPACEY)
+def test_fuzz_whitespace_heavy(sp, ours, text):
+    ids = sp.encode(text)
+    assert ours.encode(text) == ids
+    assert ours.decode(ids) == sp.decode(ids)
+
+
 def test_decode_random_ids_matches_sentencepiece(sp, ours):
     rng = random.Random(0)
     n = ours.vocab_size

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from .sentencepiece_bpe import TokenizerInputError, check_ids, check_text
+from .checks import TokenizerInputError, check_ids, check_text
 from .sentencepiece_model import ModelFormatError, ModelProto, Piece, PieceType
 
 BOS_ID, EOS_ID = 1, 2  # fixed in run.c

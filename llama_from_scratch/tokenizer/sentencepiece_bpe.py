@@ -24,54 +24,17 @@ UNUSED pieces (treated like normal pieces), sampling (BPE dropout) and n-best en
 
 from __future__ import annotations
 
-import heapq
 import re
 from pathlib import Path
 
+from .checks import TokenizerInputError, check_ids, check_text
+from .sentencepiece_merge import bpe_merge
 from .sentencepiece_model import ModelProto, PieceType, read_model
 
+__all__ = ["SentencePieceBPE", "TokenizerInputError", "bpe_merge", "decode_utf8_like_sentencepiece"]
+
 SPACE = "\u2581"  # ▁, what a space becomes
-
-
-class TokenizerInputError(ValueError):
-    """Text that cannot be encoded (lone surrogates) or ids that cannot be decoded."""
-
-
-def bpe_merge(symbols: list[str], scores: dict[str, float]) -> list[str]:
-    """Merge adjacent symbols greedily, best-scoring piece first, leftmost first on ties.
-
-    `symbols` is the text split into characters; `scores` maps every mergeable piece to its score.
-    This is the priority queue of sentencepiece's bpe_model.cc: each candidate pair is pushed with
-    (-score, left position); a popped pair is skipped when it is stale, i.e. when one of its symbols
-    has changed since it was pushed.
-    """
-    sym = list(symbols)  # sym[i] == "" once symbol i was merged into its left neighbour
-    nxt = list(range(1, len(sym) + 1))
-    nxt[-1] = -1
-    prv = list(range(-1, len(sym) - 1))
-    heap: list[tuple[float, int, str]] = []
-
-    def push(left: int, right: int) -> None:
-        if left == -1 or right == -1:
-            return
-        piece = sym[left] + sym[right]
-        if piece in scores:
-            heapq.heappush(heap, (-scores[piece], left, piece))
-
-    for i in range(len(sym) - 1):
-        push(i, i + 1)
-    while heap:
-        _, left, piece = heapq.heappop(heap)
-        right = nxt[left]
-        if not sym[left] or right == -1 or sym[left] + sym[right] != piece:
-            continue  # stale: a neighbour changed after this pair was pushed
-        sym[left], sym[right] = piece, ""
-        nxt[left] = nxt[right]
-        if nxt[right] != -1:
-            prv[nxt[right]] = left
-        push(prv[left], left)
-        push(left, nxt[left])
-    return [s for s in sym if s]
+MAX_CACHE = 1_000_000  # distinct chunks remembered by `encode`
 
 
 def decode_utf8_like_sentencepiece(data: bytes) -> str:
@@ -198,6 +161,8 @@ class SentencePieceBPE:
             for chunk in self.chunk_re.findall(normalized):
                 got = cache.get(chunk)
                 if got is None:
+                    if len(cache) >= MAX_CACHE:
+                        cache.clear()  # keep memory bounded on endless streams of new words
                     got = cache[chunk] = self.encode_chunk(chunk)
                 ids += got
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
@@ -211,7 +176,7 @@ class SentencePieceBPE:
         strip_first_space = m.add_dummy_prefix or m.remove_extra_whitespaces
         out: list[str] = []
         pending = bytearray()  # a run of byte pieces, decoded together
-        first_space_done = False  # sentencepiece strips "▁" from at most the first piece
+        at_start = True  # nothing printed yet and no leading "▁" dropped yet
         for i in ids:
             kind = self.types[i]
             if kind == PieceType.BYTE:
@@ -220,16 +185,19 @@ class SentencePieceBPE:
             if pending:
                 out.append(decode_utf8_like_sentencepiece(bytes(pending)))
                 pending.clear()
+                at_start = False
             if kind == PieceType.CONTROL:
-                continue
+                continue  # <s>, </s>: invisible
             if kind == PieceType.UNKNOWN:
                 out.append(m.unk_surface)
+                at_start = at_start and not m.unk_surface
                 continue
             piece = self.pieces[i]
-            at_start = not first_space_done and not any(out)
             if at_start and strip_first_space and piece.startswith(SPACE):
-                piece = piece[1:]
-                first_space_done = not m.remove_extra_whitespaces
+                piece = piece[1:]  # the dummy prefix; with remove_extra_whitespaces, all leading ones
+                at_start = m.remove_extra_whitespaces and not piece
+            else:
+                at_start = at_start and not piece
             out.append(piece.replace(SPACE, " "))
         if pending:
             out.append(decode_utf8_like_sentencepiece(bytes(pending)))
@@ -238,22 +206,3 @@ class SentencePieceBPE:
     def id_to_piece(self, i: int) -> str:
         check_ids([i], self.vocab_size)
         return self.pieces[i]
-
-
-def check_text(text: str) -> None:
-    """Refuse what is not text: non-str input, and lone surrogates (they have no UTF-8 form)."""
-    if not isinstance(text, str):
-        raise TokenizerInputError(f"expected text (str), got {type(text).__name__}; decode bytes as UTF-8 first")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise TokenizerInputError(
-            f"text has a lone surrogate {text[err.start]!r} at index {err.start}, which is not a valid "
-            "Unicode character and has no UTF-8 form; fix the input (e.g. decode bytes with errors='replace')"
-        ) from None
-
-
-def check_ids(ids: list[int], vocab_size: int) -> None:
-    for i in ids:
-        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size:
-            raise TokenizerInputError(f"token id {i!r} is out of range: the vocabulary has {vocab_size} ids (0..{vocab_size - 1})")
