@@ -18,8 +18,9 @@ so a merge never crosses the start of a whitespace-led chunk like "▁the" or a 
 distinct chunk once and caching its ids is therefore exact (`_chunk_pattern` checks this property on
 the model's pieces and falls back to encoding the text whole when it does not hold).
 
-Not handled: normalizers other than "identity" (e.g. nmt_nfkc with its precompiled character map),
-UNUSED pieces (treated like normal pieces), sampling (BPE dropout) and n-best encoding.
+Not handled (a clear error at load time): normalizers other than "identity" (e.g. nmt_nfkc with its
+precompiled character map), user-defined pieces. Also not handled: UNUSED pieces (treated like
+normal pieces), sampling (BPE dropout), n-best encoding.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def decode_utf8_like_sentencepiece(data: bytes) -> str:
     out, i = [], 0
     while i < len(data):
         lead = data[i]
-        size = 1 if lead < 0x80 else 2 if lead >> 5 == 6 else 3 if lead >> 4 == 14 else 4 if lead >> 3 == 30 else 0
+        # The lead byte tells the length: 0xxxxxxx, 110xxxxx, 1110xxxx, 11110xxx (else invalid).
+        size = 1 if lead < 0x80 else 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4 if lead & 0xF8 == 0xF0 else 0
         try:
             if size == 0:
                 raise UnicodeDecodeError("utf-8", data, i, i + 1, "invalid start byte")
@@ -66,6 +68,8 @@ class SentencePieceBPE:
             raise ValueError(f"{name} is a SentencePiece model of type {model.model_type}, not BPE (2)")
         if model.normalizer_name != "identity" or model.precompiled_charsmap:
             raise ValueError(f"{name} uses the {model.normalizer_name!r} normalizer; only 'identity' is handled")
+        if any(p.type == PieceType.USER_DEFINED for p in model.pieces):
+            raise ValueError(f"{name} has user-defined pieces, which this encoder does not handle")
         self.model = model
         self.pieces = [p.piece for p in model.pieces]
         self.types = [p.type for p in model.pieces]
@@ -75,8 +79,6 @@ class SentencePieceBPE:
         self.scores = {p.piece: p.score for p in model.pieces if p.type in mergeable}
         self.piece_to_id = {p.piece: i for i, p in enumerate(model.pieces) if p.type in mergeable}
         self.piece_to_id.update({p.piece: i for i, p in enumerate(model.pieces) if p.type not in mergeable})
-        self.user_defined = sorted((p.piece for p in model.pieces if p.type == PieceType.USER_DEFINED),
-                                   key=len, reverse=True)
         self.unk_id = next((i for i, t in enumerate(self.types) if t == PieceType.UNKNOWN), None)
         self.bos_id = self.piece_to_id.get(model.trainer_spec.get_str(46, "<s>"), -1)
         self.eos_id = self.piece_to_id.get(model.trainer_spec.get_str(47, "</s>"), -1)
@@ -97,22 +99,30 @@ class SentencePieceBPE:
     # ------------------------------------------------------------------ encode
 
     def normalize(self, text: str) -> str:
-        """Identity normalizer: dummy prefix, optional extra-space removal, " " -> "▁"."""
+        """The identity normalizer: dummy prefix, " " -> "▁", and optionally extra spaces removed.
+
+        In the order of sentencepiece's normalizer.cc: leading spaces dropped and runs of spaces
+        collapsed (remove_extra_whitespaces), the prefix added, spaces escaped, then trailing "▁"
+        dropped (remove_extra_whitespaces; this also drops a trailing literal "▁").
+        """
         if not text:
             return ""
         m = self.model
+        space = SPACE if m.escape_whitespaces else " "
         if m.remove_extra_whitespaces:
-            text = re.sub(" +", " ", text.strip(" "))
-        if m.add_dummy_prefix and not m.treat_whitespace_as_suffix:
-            text = " " + text
+            text = re.sub(" +", " ", text.lstrip(" "))
+        prefix = " " if m.add_dummy_prefix and not m.treat_whitespace_as_suffix else ""
+        normalized = (prefix + text).replace(" ", space)
+        if m.remove_extra_whitespaces:
+            normalized = normalized.rstrip(space)
         if m.add_dummy_prefix and m.treat_whitespace_as_suffix:
-            text = text + " "
-        return text.replace(" ", SPACE) if m.escape_whitespaces else text
+            normalized += space
+        return normalized
 
     def _chunk_pattern(self) -> re.Pattern | None:
         """A regex cutting normalized text where no merge can cross, or None when unsafe."""
         m = self.model
-        if self.user_defined or m.treat_whitespace_as_suffix or not m.escape_whitespaces:
+        if m.treat_whitespace_as_suffix or not m.escape_whitespaces:
             return None
         multi = [p for p in self.scores if len(p) > 1]
         if any(re.search(f"[^{SPACE}]{SPACE}", p) for p in multi):
@@ -123,31 +133,17 @@ class SentencePieceBPE:
         rest = f"[^{SPACE}{re.escape(alone)}]"
         return re.compile(f"{alone_class}{SPACE}+{rest}*|{rest}+")
 
-    def _split(self, normalized: str) -> list[str]:
-        """First symbols: user-defined pieces whole (longest first), otherwise one character each."""
-        if not self.user_defined:
-            return list(normalized)
-        out, i = [], 0
-        while i < len(normalized):
-            hit = next((u for u in self.user_defined if normalized.startswith(u, i)), None)
-            out.append(hit or normalized[i])
-            i += len(hit) if hit else 1
-        return out
-
     def encode_chunk(self, normalized: str) -> list[int]:
         """Ids of already-normalized text: BPE merges, then byte fallback (or <unk>)."""
         ids: list[int] = []
-        prev_unknown = False
-        for symbol in bpe_merge(self._split(normalized), self.scores):
+        for symbol in bpe_merge(list(normalized), self.scores):
             i = self.piece_to_id.get(symbol)
             if i is not None and i != self.unk_id:
                 ids.append(i)
-                prev_unknown = False
             elif self.model.byte_fallback:
                 ids.extend(self.byte_ids[b] for b in symbol.encode("utf-8"))
-            elif not prev_unknown:  # sentencepiece folds a run of unknown symbols into one <unk>
-                ids.append(self.unk_id)
-                prev_unknown = True
+            else:
+                ids.append(self.unk_id)  # `encode` folds runs of these
         return ids
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
@@ -165,6 +161,8 @@ class SentencePieceBPE:
                         cache.clear()  # keep memory bounded on endless streams of new words
                     got = cache[chunk] = self.encode_chunk(chunk)
                 ids += got
+        if not self.model.byte_fallback:  # sentencepiece folds a run of unknown symbols into one <unk>
+            ids = [i for k, i in enumerate(ids) if not (i == self.unk_id and k and ids[k - 1] == self.unk_id)]
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     # ------------------------------------------------------------------ decode

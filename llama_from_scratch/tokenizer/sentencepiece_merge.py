@@ -13,6 +13,8 @@ def bpe_merge(symbols: list[str], scores: dict[str, float]) -> list[str]:
     (-score, left position); a popped pair is skipped when it is stale, i.e. when one of its symbols
     has changed since it was pushed.
     """
+    if not symbols:
+        return []
     sym = list(symbols)  # sym[i] == "" once symbol i was merged into its left neighbour
     nxt = list(range(1, len(sym) + 1))
     nxt[-1] = -1
