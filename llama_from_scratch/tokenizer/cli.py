@@ -14,8 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from llama_from_scratch.cli import CLIError
+
+if TYPE_CHECKING:
+    from llama_from_scratch.tokenizer import Llama2cTokenizer, SentencePieceBPE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", action="store_true", help="ids in, text out")
 
 
-def load(path: str | None):
+def load(path: str | None) -> SentencePieceBPE | Llama2cTokenizer:
     from llama_from_scratch import data
     from llama_from_scratch.tokenizer import load_tokenizer
 

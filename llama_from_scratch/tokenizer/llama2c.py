@@ -20,8 +20,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from .checks import TokenizerInputError, check_ids, check_text
-from .sentencepiece_model import ModelFormatError, ModelProto, Piece, PieceType
+from .checks import check_ids, check_text
+from .sentencepiece_model import ModelFormatError, ModelProto, Piece, PieceType, bpe_model_proto
 
 BOS_ID, EOS_ID = 1, 2  # fixed in run.c
 BYTE_OFFSET = 3  # byte b is token b + 3
@@ -113,8 +113,6 @@ class Llama2cTokenizer:
 
     def to_sentencepiece_model(self) -> ModelProto:
         """The same vocabulary as a SentencePiece BPE ModelProto (▁ for spaces, typed pieces)."""
-        from .sentencepiece_trainer import bpe_model_proto
-
         pieces = []
         for i, (raw, score) in enumerate(zip(self.vocab, self.scores)):
             if i == 0:
@@ -127,11 +125,3 @@ class Llama2cTokenizer:
                 pieces.append(Piece(raw.decode("utf-8").replace(" ", "\u2581"), score))
         return bpe_model_proto(pieces)
 
-
-def is_llama2c_tokenizer(path: str | Path) -> bool:
-    """True when the file parses as a llama2.c tokenizer.bin (used to pick a loader)."""
-    try:
-        Llama2cTokenizer.from_file(path)
-        return True
-    except (ModelFormatError, TokenizerInputError, OSError):
-        return False

@@ -90,6 +90,20 @@ class ModelProto:
         return self.normalizer_spec.get_bool(NORM_ESCAPE_WS, True)
 
 
+def bpe_model_proto(pieces: list[Piece]) -> ModelProto:
+    """A BPE ModelProto around `pieces`: identity normalizer, dummy prefix, byte fallback."""
+    trainer = Message()
+    trainer.set(TRAINER_MODEL_TYPE, 2)  # BPE
+    trainer.set(TRAINER_VOCAB_SIZE, len(pieces))
+    trainer.set(TRAINER_BYTE_FALLBACK, True)
+    normalizer = Message()
+    normalizer.set(NORM_NAME, "identity")
+    normalizer.set(NORM_ADD_DUMMY_PREFIX, True)
+    normalizer.set(NORM_REMOVE_EXTRA_WS, False)
+    normalizer.set(NORM_ESCAPE_WS, True)
+    return ModelProto(pieces=list(pieces), trainer_spec=trainer, normalizer_spec=normalizer)
+
+
 def parse_piece(buf: bytes) -> Piece:
     piece, score, kind = None, 0.0, PieceType.NORMAL
     for number, wire, value in read_fields(buf):

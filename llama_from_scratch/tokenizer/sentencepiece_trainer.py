@@ -24,19 +24,7 @@ import re
 from collections import Counter
 
 from .bpe_fast import merges_incremental
-from .sentencepiece_model import (
-    Message,
-    ModelProto,
-    NORM_ADD_DUMMY_PREFIX,
-    NORM_ESCAPE_WS,
-    NORM_NAME,
-    NORM_REMOVE_EXTRA_WS,
-    Piece,
-    PieceType,
-    TRAINER_BYTE_FALLBACK,
-    TRAINER_MODEL_TYPE,
-    TRAINER_VOCAB_SIZE,
-)
+from .sentencepiece_model import ModelProto, Piece, PieceType, bpe_model_proto
 
 SPACE = "\u2581"
 META = [Piece("<unk>", 0.0, PieceType.UNKNOWN), Piece("<s>", 0.0, PieceType.CONTROL),
@@ -45,20 +33,6 @@ META = [Piece("<unk>", 0.0, PieceType.UNKNOWN), Piece("<s>", 0.0, PieceType.CONT
 # optionally led by one "▁"; or a lone "▁". (sentencepiece splits by Unicode script much the same.)
 WORD_PATTERN = re.compile(rf"{SPACE}?(?:[^\W\d_]+|\d|_+|[^\w{SPACE}]+)|{SPACE}")
 BYTES = [Piece(f"<0x{b:02X}>", 0.0, PieceType.BYTE) for b in range(256)]
-
-
-def bpe_model_proto(pieces: list[Piece]) -> ModelProto:
-    """A BPE ModelProto around `pieces`: identity normalizer, dummy prefix, byte fallback."""
-    trainer = Message()
-    trainer.set(TRAINER_MODEL_TYPE, 2)  # BPE
-    trainer.set(TRAINER_VOCAB_SIZE, len(pieces))
-    trainer.set(TRAINER_BYTE_FALLBACK, True)
-    normalizer = Message()
-    normalizer.set(NORM_NAME, "identity")
-    normalizer.set(NORM_ADD_DUMMY_PREFIX, True)
-    normalizer.set(NORM_REMOVE_EXTRA_WS, False)
-    normalizer.set(NORM_ESCAPE_WS, True)
-    return ModelProto(pieces=list(pieces), trainer_spec=trainer, normalizer_spec=normalizer)
 
 
 def count_words(text: str) -> Counter:
