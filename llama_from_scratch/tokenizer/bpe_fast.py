@@ -9,9 +9,10 @@ counts change by the difference between the word's pairs before and after the me
 Tie-break rule (shared with bpe_basic.py so both give identical merges): the pair with the highest
 count wins; among equal counts, the smallest pair (compared as a tuple: by left symbol, then right).
 
-The best pair is found with a max-heap holding (-count, pair) entries. Counts that grow (only
-pairs holding the new symbol can) are pushed again; an entry whose count has fallen is re-pushed with its current count when popped (lazy
-update), so the heap top is always correct when it is valid.
+The best pair is found with a max-heap of (-count, pair) entries. A count that grows (only pairs
+holding the new symbol can grow) is pushed again; an entry whose count has fallen is re-pushed with
+its current count when popped (lazy update). So every pair has an entry at least as high as its
+count, and a popped entry whose count is current is the true best pair.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ BYTE_OFFSET = 3  # byte b is token b + 3
 
 
 class Llama2cTokenizer:
+    """A llama2.c vocabulary: token bytes and scores by id; encode/decode as run.c does."""
+
     def __init__(self, vocab: list[bytes], scores: list[float], max_token_length: int):
         self.vocab = vocab
         self.scores = scores
@@ -45,7 +47,7 @@ class Llama2cTokenizer:
         vocab, scores, pos = [], [], 4
         while pos < len(data):
             if pos + 8 > len(data):
-                raise ModelFormatError(f"{path}: truncated llama2.c tokenizer entry at byte {pos}")
+                raise ModelFormatError(f"{path} is not a llama2.c tokenizer.bin file: it ends inside an entry at byte {pos}")
             score, length = struct.unpack_from("<fI", data, pos)
             if length > max_len or pos + 8 + length > len(data):
                 raise ModelFormatError(
@@ -55,8 +57,9 @@ class Llama2cTokenizer:
             vocab.append(data[pos + 8:pos + 8 + length])
             scores.append(score)
             pos += 8 + length
-        if len(vocab) < BYTE_OFFSET + 256:
-            raise ModelFormatError(f"{path}: only {len(vocab)} tokens; a llama2.c tokenizer has <unk>, <s>, </s> and 256 bytes")
+        if len(vocab) < BYTE_OFFSET + 256 or b" " not in vocab:
+            raise ModelFormatError(f"{path} is not a llama2.c tokenizer.bin file: it needs <unk>, <s>, </s>, "
+                                   f"256 byte tokens and a space token; it has {len(vocab)} tokens")
         return cls(vocab, scores, max_len)
 
     @property

@@ -38,7 +38,7 @@ BYTES = [Piece(f"<0x{b:02X}>", 0.0, PieceType.BYTE) for b in range(256)]
 def count_words(text: str) -> Counter:
     """Distinct "▁"-led words of every non-empty line, with their counts."""
     words: Counter = Counter()
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if line:
             words.update(WORD_PATTERN.findall(SPACE + line.replace(" ", SPACE)))
     return words
@@ -81,7 +81,7 @@ def train(text: str, vocab_size: int, character_coverage: float = 1.0) -> ModelP
     merged: list[str] = []
     seen = set(chars)
     if budget:
-        for (a, b), new in merges_incremental(segments, lambda a, b: a + b):
+        for _pair, new in merges_incremental(segments, lambda a, b: a + b):
             if new not in seen:  # "a"+"bc" and "ab"+"c" make the same piece: keep it once
                 seen.add(new)
                 merged.append(new)
