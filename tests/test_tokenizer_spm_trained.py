@@ -57,3 +57,17 @@ def test_fuzz(pair, text, ids):
     sp, ours = pair
     assert ours.encode(text) == sp.encode(text)
     assert ours.decode(ids) == sp.decode(ids)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(model_type="unigram"), "not BPE"),
+    (dict(model_type="bpe", normalization_rule_name="nmt_nfkc"), "nmt_nfkc"),
+    (dict(model_type="bpe", normalization_rule_name="identity", user_defined_symbols=["<tag>"]), "user-defined"),
+])
+def test_models_we_do_not_handle_are_refused_by_name(lines, tmp_path, options, message):
+    prefix = tmp_path / "other"
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines[:2000]), model_prefix=str(prefix),
+                                   vocab_size=300, minloglevel=2, **options)
+    with pytest.raises(ValueError, match=message) as err:
+        SentencePieceBPE.from_file(f"{prefix}.model")
+    assert "other.model" in str(err.value)
