@@ -42,6 +42,8 @@ def test_fast_trains_on_all_of_shakespeare_and_round_trips(shakespeare):
     ids = bpe_basic.encode(sample, merges)
     assert bpe_basic.decode(ids, merges) == sample
     assert len(ids) < len(sample.encode("utf-8")) / 2  # it compresses
+    part = shakespeare[:100_000]
+    assert bpe_fast.encode(part, merges) == bpe_basic.encode(part, merges)  # the cache changes nothing
 
 
 def test_stops_when_no_pairs_are_left():

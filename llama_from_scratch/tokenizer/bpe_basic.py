@@ -72,18 +72,26 @@ def vocab_bytes(merges: list[tuple[int, int]]) -> list[bytes]:
     return vocab
 
 
+def encode_chunk(chunk: bytes, ranks: dict[tuple[int, int], int]) -> list[int]:
+    """Ids of one chunk: apply the earliest-learned merge present, again and again, until none is.
+
+    `ranks` maps a merged pair to its new id (256 + k for merge k, so a smaller id is an earlier merge).
+    """
+    ids = list(chunk)
+    while len(ids) >= 2:
+        pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, float("inf")))
+        if pair not in ranks:
+            break  # no pair left that was ever merged
+        ids = merge(ids, pair, ranks[pair])
+    return ids
+
+
 def encode(text: str, merges: list[tuple[int, int]]) -> list[int]:
-    """Ids of `text`: in each chunk, apply the earliest-learned merge present, until none is."""
-    rank = {pair: 256 + k for k, pair in enumerate(merges)}
+    """Ids of `text`, chunk by chunk (the same pre-split as training)."""
+    ranks = {pair: 256 + k for k, pair in enumerate(merges)}
     ids: list[int] = []
     for chunk in pre_split(text):
-        chunk_ids = list(chunk.encode("utf-8"))
-        while len(chunk_ids) >= 2:
-            pair = min(zip(chunk_ids, chunk_ids[1:]), key=lambda p: rank.get(p, float("inf")))
-            if pair not in rank:
-                break
-            chunk_ids = merge(chunk_ids, pair, rank[pair])
-        ids += chunk_ids
+        ids += encode_chunk(chunk.encode("utf-8"), ranks)
     return ids
 
 

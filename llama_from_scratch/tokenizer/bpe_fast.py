@@ -21,7 +21,7 @@ import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterator
 
-from .bpe_basic import pre_split
+from .bpe_basic import encode_chunk, pre_split
 
 Symbol = Hashable
 Pair = tuple[Symbol, Symbol]
@@ -101,3 +101,15 @@ def train(text: str, vocab_size: int) -> list[tuple[int, int]]:
         if len(merges) == vocab_size - 256:
             break
     return merges
+
+
+def encode(text: str, merges: list[tuple[int, int]]) -> list[int]:
+    """The same ids as bpe_basic.encode, but each distinct chunk is encoded only once."""
+    ranks = {pair: 256 + k for k, pair in enumerate(merges)}
+    cache: dict[str, list[int]] = {}
+    ids: list[int] = []
+    for chunk in pre_split(text):
+        if chunk not in cache:
+            cache[chunk] = encode_chunk(chunk.encode("utf-8"), ranks)
+        ids += cache[chunk]
+    return ids
