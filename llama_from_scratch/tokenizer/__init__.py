@@ -2,11 +2,14 @@
 
 - bpe_basic: readable byte-level BPE (train by recounting, encode/decode with a merge list)
 - bpe_fast: the same merges, fast (distinct words counted once, incremental pair counts)
-- sentencepiece_model: read/write `.model` files by hand from the protobuf wire format
+- protobuf_wire: the protobuf wire format (varints, records), by hand
+- sentencepiece_model: read/write SentencePiece `.model` files (ModelProto) with it
+- sentencepiece_merge: the BPE merge loop of sentencepiece's encoder (a priority queue)
 - sentencepiece_bpe: encode/decode exactly like sentencepiece's BPE model (LLaMA 2's tokenizer)
 - sentencepiece_trainer: a SentencePiece-style BPE trainer writing `.model` files
 - llama2c: llama2.c's tokenizer.bin
 - chat: the LLaMA 2 chat prompt format
+- checks: input checks and TokenizerInputError; cli: `python -m llama_from_scratch tokenize`
 """
 
 from __future__ import annotations
