@@ -1,0 +1,86 @@
+"""One function for every checkpoint format: `load_model(path, device=..., dtype=...)`.
+
+The format is recognised from what is on disk:
+
+    directory with params.json      Meta's consolidated.NN.pth   (meta_checkpoint)
+    directory with config.json      Hugging Face safetensors/bin (hf_checkpoint)
+    file ending in .bin / .pt       llama2.c export / training checkpoint (llama2c)
+
+`read_args(path)` gives the architecture without loading any weights, so a memory
+account (`memory.py`) can be printed before committing gigabytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from llama_from_scratch.config import ModelArgs
+from llama_from_scratch.llama2c import CheckpointError
+from llama_from_scratch.model import Transformer
+from llama_from_scratch.weights import finish
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def detect_format(path: str | Path) -> str:
+    """"meta", "hf", "llama2c-bin" or "llama2c-pt"; `CheckpointError` saying what was expected."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        if (path / "params.json").is_file():
+            return "meta"
+        if (path / "config.json").is_file():
+            return "hf"
+        raise CheckpointError(f"{path} is a directory without params.json (Meta's format) or config.json "
+                              "(Hugging Face's format): point at the folder that holds the weights")
+    if path.suffix == ".bin":
+        return "llama2c-bin"
+    if path.suffix == ".pt":
+        return "llama2c-pt"
+    raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; handled: a Meta directory "
+                          "(params.json), a Hugging Face directory (config.json), llama2.c .bin or .pt")
+
+
+def read_args(path: str | Path) -> ModelArgs:
+    """The model's architecture, read without loading weights."""
+    from llama_from_scratch import hf_checkpoint, llama2c, meta_checkpoint
+
+    kind = detect_format(path)
+    if kind == "meta":
+        return meta_checkpoint.read_meta_args(path)
+    if kind == "hf":
+        return hf_checkpoint.read_hf_args(path)
+    if kind == "llama2c-bin":
+        return llama2c.header_args(llama2c.read_header(path))
+    return llama2c.load_pt(path).args  # small files: reading it whole is fine
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """"float16" -> torch.float16 (also "fp16", "bf16", "fp32"); None stays None."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    aliases = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+    key = aliases.get(name, name)
+    if key not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[key]
+
+
+def load_model(path: str | Path, device: torch.device | str | None = None,
+               dtype: torch.dtype | str | None = None, progress: bool = False) -> Transformer:
+    """A `Transformer` in eval mode from any handled checkpoint, on `device` (default CPU),
+    in `dtype` (default: as stored; llama2.c files are float32)."""
+    from llama_from_scratch import hf_checkpoint, llama2c, meta_checkpoint
+
+    dtype = parse_dtype(dtype)
+    device = torch.device(device) if device is not None else None
+    kind = detect_format(path)
+    if kind == "meta":
+        return meta_checkpoint.load_meta(path, device, dtype, progress=progress)
+    if kind == "hf":
+        return hf_checkpoint.load_hf(path, device, dtype, progress=progress)
+    model = llama2c.load_bin(path) if kind == "llama2c-bin" else llama2c.load_pt(path)
+    return finish(model.to(device=device, dtype=dtype), device)  # RoPE tables back to float32
