@@ -12,6 +12,7 @@ account (`memory.py`) can be printed before committing gigabytes.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -82,5 +83,13 @@ def load_model(path: str | Path, device: torch.device | str | None = None,
         return meta_checkpoint.load_meta(path, device, dtype, progress=progress)
     if kind == "hf":
         return hf_checkpoint.load_hf(path, device, dtype, progress=progress)
-    model = llama2c.load_bin(path) if kind == "llama2c-bin" else llama2c.load_pt(path)
+    if kind == "llama2c-bin":
+        model = llama2c.load_bin(path)
+    else:
+        try:
+            model = llama2c.load_pt(path)
+        except pickle.UnpicklingError as err:  # weights_only=True refused it: say so plainly
+            raise CheckpointError(f"refusing to load {path}: it holds pickled objects other than tensors, "
+                                  "which could run code on your machine, so weights_only=True rejected it. "
+                                  "Use a checkpoint from a source you trust.") from err
     return finish(model.to(device=device, dtype=dtype), device)  # RoPE tables back to float32

@@ -164,6 +164,7 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
         if set(shard) != set(shards[0]):
             diff = sorted(set(shard) ^ set(shards[0]))
             raise CheckpointError(f"{paths[rank]} and {paths[0]} hold different keys: {diff[:8]}")
+    _check_shard_count(shapes, args, directory, len(paths))
     check_shapes(shapes, args, f"{directory} ({len(paths)} shard(s))")
     model = empty_model(args)
     bar = tqdm(total=len(shapes) * len(paths), desc="loading", unit="tensor", disable=not progress)
@@ -194,6 +195,17 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
             put_tensor(model, key, tensor)
     bar.close()
     return finish(model, device)
+
+
+def _check_shard_count(shapes: dict[str, tuple[int, ...]], args: ModelArgs, directory: Path, n: int) -> None:
+    """Merged wq rows that are a fraction of n_heads * head_dim mean the last shards are missing."""
+    rows = shapes.get("layers.0.attention.wq.weight", (0,))[0]
+    want = args.n_heads * args.head_dim
+    if 0 < rows < want and want % rows == 0:
+        total = n * want // rows
+        raise CheckpointError(f"{directory} has {n} shard(s) but params.json implies {total}: wq has {rows} of "
+                              f"{want} rows; consolidated.{n:02d}.pth to consolidated.{total - 1:02d}.pth "
+                              "are missing")
 
 
 def save_meta(model: Transformer, directory: str | Path, n_shards: int = 1,
