@@ -75,17 +75,22 @@ def attend_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 
 def attend_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The same as `attend_explicit` through PyTorch's fused kernel."""
-    q_len, kv_len = q.shape[2], k.shape[2]
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (batch, heads, kv_len, head_dim) each
-    if q_len == 1:  # one new token may see every cached position: no mask
-        return F.scaled_dot_product_attention(q, k, v)  # (batch, heads, 1, head_dim)
+    """The same as `attend_explicit` through PyTorch's fused kernel, without copying the cache."""
+    b, n_heads, q_len, head_dim = q.shape
+    n_kv_heads, kv_len = k.shape[1], k.shape[2]
+    n_rep = n_heads // n_kv_heads
+    if q_len == 1:  # decoding: one new token may see every cached position, so no mask.
+        # The n_rep query heads of a group share one key/value head: make them the group's
+        # "rows" of queries instead of copying the keys and values n_rep times.
+        q = q.view(b, n_kv_heads, n_rep, head_dim)  # (b, kv_heads, n_rep, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v)  # (b, kv_heads, n_rep, head_dim)
+        return out.view(b, n_heads, 1, head_dim)  # (b, heads, 1, head_dim)
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (b, heads, kv_len, head_dim) each
     if q_len == kv_len:  # no cache: the plain lower-triangular mask
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (batch, heads, q_len, head_dim)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (b, heads, q_len, head_dim)
     # is_causal aligns the triangle top-left; with a cache the queries are the *last* rows.
     mask = causal_mask(q_len, kv_len, device=q.device)  # (q_len, kv_len)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (batch, heads, q_len, head_dim)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, q_len, head_dim)
 
 
 class Attention(nn.Module):
@@ -106,11 +111,10 @@ class Attention(nn.Module):
                 start_pos: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """x holds positions start_pos .. start_pos + seq - 1; cos, sin `(seq, head_dim // 2)` for them."""
         b, seq, _ = x.shape
-        q = self.wq(x).view(b, seq, self.n_heads, self.head_dim)  # (b, seq, heads, head_dim)
-        k = self.wk(x).view(b, seq, self.n_kv_heads, self.head_dim)  # (b, seq, kv_heads, head_dim)
-        v = self.wv(x).view(b, seq, self.n_kv_heads, self.head_dim)  # (b, seq, kv_heads, head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, only here
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, heads or kv_heads, seq, hd)
+        q = self.wq(x).view(b, seq, self.n_heads, self.head_dim).transpose(1, 2)  # (b, heads, seq, hd)
+        k = self.wk(x).view(b, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv_heads, seq, hd)
+        v = self.wv(x).view(b, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv_heads, seq, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, and only here
         if cache is not None:
             k, v = cache.update(start_pos, k, v)  # (b, kv_heads, start_pos + seq, head_dim) each
         elif start_pos != 0:

@@ -101,7 +101,7 @@ def generate_steps(model: Transformer, prompts: Sequence[Sequence[int]], max_new
     tokens = torch.zeros(batch, total, dtype=torch.long, device=device)  # (batch, total)
     is_prompt = torch.zeros(batch, total, dtype=torch.bool, device=device)  # (batch, total)
     for i, p in enumerate(prompts):
-        tokens[i, :len(p)] = torch.tensor(p[:total], dtype=torch.long)
+        tokens[i, :len(p)] = torch.tensor(p, dtype=torch.long)
         is_prompt[i, :len(p)] = True
     lengths = [len(p) for p in prompts]
     n_new = [0] * batch
@@ -110,9 +110,10 @@ def generate_steps(model: Transformer, prompts: Sequence[Sequence[int]], max_new
     prev = 0
     for cur in range(min(lengths), total):
         if use_cache:
-            logits = model(tokens[:, prev:cur], start_pos=prev, cache=cache)[:, -1]  # (batch, vocab)
+            new = tokens[:, prev:cur]  # (batch, cur - prev): what the cache has not seen yet
+            logits = model(new, start_pos=prev, cache=cache, last_only=True)[:, -1]  # (batch, vocab)
         else:
-            logits = model(tokens[:, :cur])[:, -1]  # (batch, vocab): everything again
+            logits = model(tokens[:, :cur], last_only=True)[:, -1]  # (batch, vocab): everything again
         next_ids = sample_next(logits, temperature, top_k, top_p, generator)  # (batch,)
         next_ids = torch.where(is_prompt[:, cur], tokens[:, cur], next_ids)  # prompts win
         tokens[:, cur] = next_ids

@@ -105,7 +105,8 @@ def hf_rope_theta(config) -> float:
     params = getattr(config, "rope_parameters", None) or {}
     rope_type = params.get("rope_type", "default")
     scaling = getattr(config, "rope_scaling", None)
-    if rope_type != "default" or (scaling and scaling.get("rope_type", "default") != "default"):
+    scaling_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))  # 4.x: "type"
+    if rope_type != "default" or scaling_type != "default":
         raise ValueError(f"RoPE scaling ({params or scaling}) is not handled: only plain RoPE")
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 

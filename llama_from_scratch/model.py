@@ -55,8 +55,12 @@ class Transformer(nn.Module):
         self.register_buffer("freqs_sin", sin, persistent=False)  # (max_seq_len, head_dim/2)
 
     def forward(self, tokens: torch.Tensor, start_pos: int = 0,
-                cache: list[KVCache] | None = None) -> torch.Tensor:
-        """tokens hold positions start_pos ..; with `cache` (from `new_cache`) earlier ones are remembered."""
+                cache: list[KVCache] | None = None, last_only: bool = False) -> torch.Tensor:
+        """tokens hold positions start_pos ..; with `cache` (from `new_cache`) earlier ones are remembered.
+
+        `last_only=True` returns only the last position's logits `(b, 1, vocab_size)`: all that
+        generation needs, and it skips the large output matmul for every other position.
+        """
         b, seq = tokens.shape
         if start_pos + seq > self.args.max_seq_len:
             raise ValueError(f"positions up to {start_pos + seq} exceed the context length "
@@ -66,6 +70,8 @@ class Transformer(nn.Module):
         sin = self.freqs_sin[start_pos:start_pos + seq]  # (seq, head_dim/2)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, start_pos, None if cache is None else cache[i])  # (b, seq, dim)
+        if last_only:
+            h = h[:, -1:]  # (b, 1, dim)
         h = self.norm(h)  # (b, seq, dim)
         return self.output(h).float()  # (b, seq, vocab_size)
 

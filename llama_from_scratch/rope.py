@@ -33,14 +33,13 @@ def precompute_freqs(head_dim: int, max_seq_len: int, theta: float = 10000.0,
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Meta's convention: rotate adjacent pairs (x[2i], x[2i+1]).
 
-    x: `(batch, seq, heads, head_dim)`; cos, sin: `(seq, head_dim // 2)` for the positions of x.
+    x: `(batch, heads, seq, head_dim)`; cos, sin: `(seq, head_dim // 2)` for the positions of x.
     """
-    x32 = x.float().unflatten(-1, (-1, 2))  # (batch, seq, heads, head_dim/2, 2)
-    x0, x1 = x32[..., 0], x32[..., 1]  # (batch, seq, heads, head_dim/2) each
-    cos, sin = cos[:, None, :], sin[:, None, :]  # (seq, 1, head_dim/2): broadcast over heads
+    x32 = x.float().unflatten(-1, (-1, 2))  # (batch, heads, seq, head_dim/2, 2)
+    x0, x1 = x32[..., 0], x32[..., 1]  # (batch, heads, seq, head_dim/2) each
     out = torch.stack([x0 * cos - x1 * sin,   # the 2-D rotation of each pair
-                       x0 * sin + x1 * cos], dim=-1)  # (batch, seq, heads, head_dim/2, 2)
-    return out.flatten(-2).type_as(x)  # (batch, seq, heads, head_dim)
+                       x0 * sin + x1 * cos], dim=-1)  # (batch, heads, seq, head_dim/2, 2)
+    return out.flatten(-2).type_as(x)  # (batch, heads, seq, head_dim)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -54,9 +53,9 @@ def apply_rope_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
     Same shapes as `apply_rope`.
     """
-    cos = torch.cat([cos, cos], dim=-1)[:, None, :]  # (seq, 1, head_dim)
-    sin = torch.cat([sin, sin], dim=-1)[:, None, :]  # (seq, 1, head_dim)
-    return (x * cos + rotate_half(x) * sin).type_as(x)  # (batch, seq, heads, head_dim)
+    cos = torch.cat([cos, cos], dim=-1)  # (seq, head_dim)
+    sin = torch.cat([sin, sin], dim=-1)  # (seq, head_dim)
+    return (x * cos + rotate_half(x) * sin).type_as(x)  # (batch, heads, seq, head_dim)
 
 
 def permute_to_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:

@@ -41,6 +41,8 @@ def test_kv_cache_step_logits_equal_full_recompute(which, stories):
         full = model(seq)  # (2, 40, vocab): no cache at all
     torch.testing.assert_close(torch.cat(got, dim=1), full, atol=1e-5, rtol=1e-5)
     assert full.abs().max() > 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(seq, last_only=True), full[:, -1:], atol=1e-5, rtol=1e-5)
 
 
 def naive_greedy(model, prompt, n, stop=()):

@@ -100,7 +100,9 @@ def test_feedforward_equals_hf_llama_mlp():
 # --- RoPE -----------------------------------------------------------------------------------
 
 def meta_rope_complex(x, theta, start=0):
-    """Meta's llama/model.py: precompute_freqs_cis + apply_rotary_emb, with complex numbers."""
+    """Meta's llama/model.py: precompute_freqs_cis + apply_rotary_emb, with complex numbers.
+
+    x: (batch, seq, heads, head_dim), Meta's layout."""
     head_dim, seq = x.shape[-1], x.shape[1]
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
     t = torch.arange(start, start + seq).float()
@@ -112,10 +114,10 @@ def meta_rope_complex(x, theta, start=0):
 @pytest.mark.parametrize("theta", [10000.0, 500000.0])
 def test_rope_adjacent_equals_meta_complex(theta):
     torch.manual_seed(0)
-    x = torch.randn(2, 9, 3, 16)  # (batch, seq, heads, head_dim)
+    x = torch.randn(2, 3, 9, 16)  # (batch, heads, seq, head_dim)
     cos, sin = precompute_freqs(16, 32, theta)
-    torch.testing.assert_close(apply_rope(x, cos[4:13], sin[4:13]), meta_rope_complex(x, theta, start=4),
-                               atol=ATOL, rtol=RTOL)
+    want = meta_rope_complex(x.transpose(1, 2), theta, start=4).transpose(1, 2)
+    torch.testing.assert_close(apply_rope(x, cos[4:13], sin[4:13]), want, atol=ATOL, rtol=RTOL)
 
 
 def test_rope_rotate_half_equals_hf():
@@ -123,13 +125,13 @@ def test_rope_rotate_half_equals_hf():
     head_dim, seq = 16, 11
     cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_theta=10000.0, max_position_embeddings=64)
     rotary = hf_llama.LlamaRotaryEmbedding(cfg)
-    x = torch.randn(2, seq, 4, head_dim)
+    x = torch.randn(2, 4, seq, head_dim)  # (batch, heads, seq, head_dim)
     pos = torch.arange(seq)[None]
     hf_cos, hf_sin = rotary(x, pos)  # (1, seq, head_dim)
     cos, sin = precompute_freqs(head_dim, seq)
     torch.testing.assert_close(torch.cat([cos, cos], -1), hf_cos[0], atol=ATOL, rtol=RTOL)
-    q_hf, _ = hf_llama.apply_rotary_pos_emb(x.transpose(1, 2), x.transpose(1, 2), hf_cos, hf_sin)
-    torch.testing.assert_close(apply_rope_rotate_half(x, cos, sin), q_hf.transpose(1, 2), atol=ATOL, rtol=RTOL)
+    q_hf, _ = hf_llama.apply_rotary_pos_emb(x, x, hf_cos, hf_sin)
+    torch.testing.assert_close(apply_rope_rotate_half(x, cos, sin), q_hf, atol=ATOL, rtol=RTOL)
 
 
 def test_rope_conventions_equal_through_the_weight_permutation():
@@ -140,8 +142,8 @@ def test_rope_conventions_equal_through_the_weight_permutation():
     cos, sin = precompute_freqs(head_dim, seq)
 
     def scores(q_w, k_w, rope):
-        q = rope((x @ q_w.T).view(1, seq, n_heads, head_dim), cos, sin).transpose(1, 2)
-        k = rope((x @ k_w.T).view(1, seq, 2, head_dim), cos, sin).transpose(1, 2)
+        q = rope((x @ q_w.T).view(1, seq, n_heads, head_dim).transpose(1, 2), cos, sin)  # (1, heads, seq, hd)
+        k = rope((x @ k_w.T).view(1, seq, 2, head_dim).transpose(1, 2), cos, sin)  # (1, 2, seq, hd)
         return q @ repeat_kv(k, 2).transpose(-2, -1)  # (1, heads, seq, seq)
 
     meta = scores(wq, wk, apply_rope)
