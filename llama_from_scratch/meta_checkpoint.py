@@ -152,14 +152,7 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
     paths = shard_paths(directory)
     args = read_meta_args(directory, max_seq_len)
     shards = [torch_load(p) for p in paths]  # memory-mapped: shapes only, until touched
-    shapes = {}
-    for key, tensor in shards[0].items():
-        if key in IGNORED:
-            continue
-        dim, shape = shard_dim(key), list(tensor.shape)
-        if dim is not None:
-            shape[dim] = sum(s[key].shape[dim] if key in s else 0 for s in shards)
-        shapes[key] = tuple(shape)
+    shapes = merged_shapes(shards)
     for rank, shard in enumerate(shards[1:], start=1):
         if set(shard) != set(shards[0]):
             diff = sorted(set(shard) ^ set(shards[0]))
@@ -195,6 +188,19 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
             put_tensor(model, key, tensor)
     bar.close()
     return finish(model, device)
+
+
+def merged_shapes(shards: list[dict[str, torch.Tensor]]) -> dict[str, tuple[int, ...]]:
+    """The shape of every merged tensor: shard sizes summed along `shard_dim` (no data is read)."""
+    shapes = {}
+    for key, tensor in shards[0].items():
+        if key in IGNORED:
+            continue
+        dim, shape = shard_dim(key), list(tensor.shape)
+        if dim is not None:
+            shape[dim] = sum(s[key].shape[dim] if key in s else 0 for s in shards)
+        shapes[key] = tuple(shape)
+    return shapes
 
 
 def _check_shard_count(shapes: dict[str, tuple[int, ...]], args: ModelArgs, directory: Path, n: int) -> None:
