@@ -67,8 +67,12 @@ def copy_bandwidth(n_bytes: int = 512 * 2**20, runs: int = 7) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small config, for a fast check")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement (at least 5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice); 1 is steadier on a busy machine")
     args_cli = parser.parse_args()
+    if args_cli.threads:
+        torch.set_num_threads(args_cli.threads)
     if args_cli.quick:
         args = ModelArgs(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=32000, max_seq_len=512)
         batch, seq, new_tokens, lengths = 4, 128, 64, [16, 32, 64]

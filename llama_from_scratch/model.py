@@ -49,10 +49,11 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one matrix, used twice
-        # Not parameters and not saved: recomputed from the config, like Meta's freqs_cis.
-        cos, sin = precompute_freqs(args.head_dim, args.max_seq_len, args.rope_theta)
-        self.register_buffer("freqs_cos", cos, persistent=False)  # (max_seq_len, head_dim/2)
-        self.register_buffer("freqs_sin", sin, persistent=False)  # (max_seq_len, head_dim/2)
+        # Like Meta's freqs_cis: plain float32 tensors, neither parameters nor buffers, so they are
+        # not saved and `model.to(torch.bfloat16)` does not round the angles. Always real (CPU)
+        # tensors, even when the model is built on the meta device; moved to the input's device on use.
+        self.freqs_cos, self.freqs_sin = precompute_freqs(
+            args.head_dim, args.max_seq_len, args.rope_theta, device="cpu")  # (max_seq_len, head_dim/2) each
 
     def forward(self, tokens: torch.Tensor, start_pos: int = 0,
                 cache: list[KVCache] | None = None, last_only: bool = False) -> torch.Tensor:
@@ -66,6 +67,8 @@ class Transformer(nn.Module):
             raise ValueError(f"positions up to {start_pos + seq} exceed the context length "
                              f"max_seq_len={self.args.max_seq_len}")
         h = self.tok_embeddings(tokens)  # (b, seq, dim)
+        if self.freqs_cos.device != h.device:
+            self.freqs_cos, self.freqs_sin = self.freqs_cos.to(h.device), self.freqs_sin.to(h.device)
         cos = self.freqs_cos[start_pos:start_pos + seq]  # (seq, head_dim/2)
         sin = self.freqs_sin[start_pos:start_pos + seq]  # (seq, head_dim/2)
         for i, layer in enumerate(self.layers):

@@ -64,26 +64,31 @@ def test_parity_fails_when_norms_are_swapped():
         assert not torch.allclose(model(tokens), hf(tokens).logits, atol=1e-3)
 
 
-def test_sdpa_reference_and_round_trip():
-    args = CONFIGS["gqa"]
+@pytest.mark.parametrize("name", ["gqa", "mha-tied"])
+def test_sdpa_reference_and_round_trip(name):
+    args = CONFIGS[name]
     model = randomised(args)
     hf = to_hf_model(model, attn_implementation="sdpa")
     tokens = torch.randint(0, args.vocab_size, (2, 13))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), hf(tokens).logits, atol=1e-5, rtol=1e-5)
     back = from_hf_model(hf)
-    assert back.args == args
+    assert explicit(back.args) == explicit(args)
     for key, value in model.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
+    assert (back.output.weight is back.tok_embeddings.weight) == args.tie_embeddings
+
+
+def explicit(args: ModelArgs) -> ModelArgs:
+    """The same architecture with the hidden size and KV heads spelled out (as HF configs do)."""
+    return ModelArgs(**{**args.__dict__, "hidden_dim": args.ffn_hidden_dim, "n_kv_heads": args.kv_heads,
+                        "multiple_of": 256, "ffn_dim_multiplier": None})
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_round_trip(name):
     args = CONFIGS[name]
-    back = from_hf_config(to_hf_config(args))
-    assert back == ModelArgs(**{**args.__dict__, "hidden_dim": args.ffn_hidden_dim,
-                                "n_kv_heads": args.kv_heads, "multiple_of": back.multiple_of,
-                                "ffn_dim_multiplier": None})
+    assert explicit(from_hf_config(to_hf_config(args))) == explicit(args)
 
 
 def test_rope_scaling_is_refused():

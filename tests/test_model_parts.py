@@ -198,3 +198,17 @@ def test_attention_equals_hf_llama_attention():
     for use_sdpa in (True, False):
         attn.use_sdpa = use_sdpa
         torch.testing.assert_close(attn(x, cos, sin), want, atol=ATOL, rtol=RTOL)
+
+
+def test_rope_tables_stay_float32_in_a_bfloat16_model():
+    from llama_from_scratch.model import Transformer
+    torch.manual_seed(0)
+    model = Transformer(preset("tiny")).eval()
+    tokens = torch.randint(0, 512, (2, 20))
+    with torch.no_grad():
+        want = model(tokens)
+        half = model.to(torch.bfloat16)
+        got = half(tokens)
+    assert half.freqs_cos.dtype == torch.float32 and half.tok_embeddings.weight.dtype == torch.bfloat16
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0.1, rtol=0.05)  # bfloat16 weights: a few digits
