@@ -15,7 +15,8 @@ import argparse
 import sys
 
 from llama_from_scratch.cli import CLIError
-from llama_from_scratch.model_options import add_model_arguments, load_model_for_cli, load_tokenizer_for_cli
+from llama_from_scratch.model_options import (add_model_arguments, decode_after, load_model_for_cli,
+                                               load_tokenizer_for_cli)
 
 EOS_ID = 2
 
@@ -41,12 +42,8 @@ def answer(model, tokenizer, dialog: list[dict[str, str]], args: argparse.Namesp
         raise CLIError(f"the dialog is {len(prompt)} tokens, the context holds {limit}: start a new one")
     ids = stream(model, prompt, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                  seed=args.seed, stop_ids=[EOS_ID])
-    if hasattr(tokenizer, "decode_piece"):  # llama2.c's tokenizer: a leading space depends on the token before
-        decode = lambda seq: tokenizer.decode(seq, prev_token=prompt[-1])  # noqa: E731
-    else:
-        decode = tokenizer.decode
     pieces = []
-    for piece in stream_text(ids, decode):
+    for piece in stream_text(ids, lambda seq: decode_after(tokenizer, seq, prompt[-1])):
         pieces.append(piece)
         out.write(piece)
         out.flush()

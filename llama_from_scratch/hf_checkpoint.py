@@ -122,7 +122,8 @@ class _TorchFile:
         return self.tensors[key]
 
 
-def _open(path: Path):
+def open_weights(path: Path) -> _SafetensorsFile | _TorchFile:
+    """One weight file, memory-mapped: `.shapes` (key -> shape, from the header) and `.get(key)`."""
     return _SafetensorsFile(path) if path.suffix == ".safetensors" else _TorchFile(path)
 
 
@@ -138,7 +139,7 @@ def load_hf(directory: str | Path, device: torch.device | str | None = None,
     directory = Path(directory)
     args = read_hf_args(directory)
     files, where = weight_files(directory)
-    opened = [_open(p) for p in files]  # headers only
+    opened = [open_weights(p) for p in files]  # headers only
     ours_of = {theirs: ours for ours, theirs in key_map(args.n_layers).items()}
     found = {}
     for f in opened:
@@ -225,3 +226,20 @@ def save_hf(model: Transformer, directory: str | Path, dtype: torch.dtype | None
         (directory / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (directory / "config.json").write_text(json.dumps(hf_config_dict(args, dtype), indent=2) + "\n")
     return paths
+
+
+def transformers_model(directory: str | Path, dtype: torch.dtype = torch.float32,
+                       device: torch.device | str | None = None, attn_implementation: str = "eager"):
+    """transformers' own `LlamaForCausalLM.from_pretrained(directory)` in eval mode: the reference.
+
+    The dtype keyword is `dtype` in transformers 5.x and `torch_dtype` in 4.x. On a GPU the
+    weights go straight to it (`device_map`), never all through the CPU's memory.
+    """
+    import transformers
+    from transformers import LlamaForCausalLM
+
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    kwargs = {key: dtype, "attn_implementation": attn_implementation}
+    if device is not None and torch.device(device).type == "cuda":
+        kwargs["device_map"] = {"": str(device)}
+    return LlamaForCausalLM.from_pretrained(str(directory), **kwargs).eval()

@@ -59,6 +59,21 @@ def read_args(path: str | Path) -> ModelArgs:
     return llama2c.load_pt(path).args  # small files: reading it whole is fine
 
 
+def read_dtype(path: str | Path) -> torch.dtype:
+    """The dtype the weights are stored in (one small tensor is read, memory-mapped)."""
+    from llama_from_scratch import hf_checkpoint, meta_checkpoint
+    from llama_from_scratch.weights import torch_load
+
+    kind = detect_format(path)
+    if kind == "meta":
+        return torch_load(meta_checkpoint.shard_paths(path)[0])["norm.weight"].dtype
+    if kind == "hf":
+        files, _ = hf_checkpoint.weight_files(path)
+        first = hf_checkpoint.open_weights(files[0])
+        return first.get(next(iter(first.shapes))).dtype
+    return torch.float32  # llama2.c files
+
+
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     """"float16" -> torch.float16 (also "fp16", "bf16", "fp32"); None stays None."""
     if name is None or isinstance(name, torch.dtype):

@@ -72,7 +72,7 @@ def split_state_dict(state_dict: dict[str, torch.Tensor], n_shards: int) -> list
                              f"along dim {dim}")
         parts = [tensor] * n_shards if dim is None else tensor.chunk(n_shards, dim=dim)
         for shard, part in zip(shards, parts):
-            shard[key] = part.clone()  # a view would make torch.save write the whole tensor
+            shard[key] = part.clone() if n_shards > 1 else part  # torch.save writes a view's whole storage
     return shards
 
 

@@ -34,16 +34,16 @@ def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
 
     from llama_from_scratch.device import compile_model, device_memory, pick_device, pick_dtype
     from llama_from_scratch.llama2c import CheckpointError
-    from llama_from_scratch.loading import load_model, read_args
+    from llama_from_scratch.loading import load_model, read_args, read_dtype
     from llama_from_scratch.memory import memory_account
 
     try:
         device = pick_device(args.device)
         dtype = pick_dtype(args.dtype, device)
         model_args = read_args(args.checkpoint)
+        stored = dtype or read_dtype(args.checkpoint)
     except (ValueError, OSError) as err:  # CheckpointError is a ValueError
         raise CLIError(str(err)) from err
-    stored = dtype or torch.float32
     account = memory_account(model_args, stored, tokens=tokens)
     print(account.report(device_memory(device), f"{device} ({torch.cuda.get_device_name(device)})"
                          if device.type == "cuda" else str(device)), file=sys.stderr)
@@ -81,3 +81,11 @@ def load_tokenizer_for_cli(args: argparse.Namespace, vocab_size: int):
         raise CLIError(f"tokenizer {path} has {tokenizer.vocab_size} tokens but the model's vocabulary is "
                        f"{vocab_size}: they do not belong together; pass the right --tokenizer")
     return tokenizer
+
+
+def decode_after(tokenizer, ids: list[int], prev_token: int) -> str:
+    """Text of `ids` that follow `prev_token`. llama2.c's tokenizer needs the token before
+    (a piece after BOS drops its leading space); SentencePiece's decides from the ids alone."""
+    if hasattr(tokenizer, "decode_piece"):
+        return tokenizer.decode(ids, prev_token=prev_token)
+    return tokenizer.decode(ids)
