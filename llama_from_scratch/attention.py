@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from llama_from_scratch.config import ModelArgs
 from llama_from_scratch.masks import causal_mask
-from llama_from_scratch.rope import apply_rope
+from llama_from_scratch.rope import apply_rope_complex
 from llama_from_scratch.softmax import softmax
 
 
@@ -114,7 +114,7 @@ class Attention(nn.Module):
         q = self.wq(x).view(b, seq, self.n_heads, self.head_dim).transpose(1, 2)  # (b, heads, seq, hd)
         k = self.wk(x).view(b, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv_heads, seq, hd)
         v = self.wv(x).view(b, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv_heads, seq, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, and only here
+        q, k = apply_rope_complex(q, cos, sin), apply_rope_complex(k, cos, sin)  # positions enter here only
         if cache is not None:
             k, v = cache.update(start_pos, k, v)  # (b, kv_heads, start_pos + seq, head_dim) each
         elif start_pos != 0:

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: tokenizer.model beside the checkpoint)")
     parser.add_argument("--prompt", metavar="TEXT", help="text, encoded with BOS first (default: BOS alone)")
     parser.add_argument("--prompt-ids", metavar='"1 5 7"', help="token ids used verbatim, space-separated")
-    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
+    parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default 256")
     parser.add_argument("--temperature", type=float, default=0.6, metavar="T", help="0 is greedy (default 0.6)")
     parser.add_argument("--top-k", type=int, default=None, metavar="K", help="keep the K most likely tokens")
     parser.add_argument("--top-p", type=float, default=0.9, metavar="P", help="nucleus sampling mass (default 0.9)")

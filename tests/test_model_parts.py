@@ -11,8 +11,8 @@ from llama_from_scratch.feedforward import FeedForward, llama_hidden_dim
 from llama_from_scratch.hf_convert import to_hf_config
 from llama_from_scratch.model import count_parameters, parameter_breakdown
 from llama_from_scratch.rmsnorm import RMSNorm
-from llama_from_scratch.rope import (apply_rope, apply_rope_rotate_half, permute_to_adjacent,
-                                     permute_to_rotate_half, precompute_freqs)
+from llama_from_scratch.rope import (apply_rope, apply_rope_complex, apply_rope_rotate_half,
+                                     permute_to_adjacent, permute_to_rotate_half, precompute_freqs)
 
 ATOL = RTOL = 1e-5
 
@@ -118,6 +118,9 @@ def test_rope_adjacent_equals_meta_complex(theta):
     cos, sin = precompute_freqs(16, 32, theta)
     want = meta_rope_complex(x.transpose(1, 2), theta, start=4).transpose(1, 2)
     torch.testing.assert_close(apply_rope(x, cos[4:13], sin[4:13]), want, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(apply_rope_complex(x, cos[4:13], sin[4:13]), want, atol=ATOL, rtol=RTOL)
+    y = x.to(torch.bfloat16)
+    assert apply_rope_complex(y, cos[4:13], sin[4:13]).dtype == torch.bfloat16
 
 
 def test_rope_rotate_half_equals_hf():
