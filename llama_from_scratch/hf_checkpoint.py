@@ -170,8 +170,8 @@ def load_hf(directory: str | Path, device: torch.device | str | None = None,
 
 
 def _owned(t: torch.Tensor) -> torch.Tensor:
-    """`t` in memory of its own: safetensors refuses tensors that share memory with others."""
-    t = t.detach().contiguous()
+    """`t` on the CPU in memory of its own: safetensors refuses tensors that share memory."""
+    t = t.detach().cpu().contiguous()
     return t.clone() if t.untyped_storage().nbytes() != t.nbytes else t
 
 
@@ -232,14 +232,18 @@ def transformers_model(directory: str | Path, dtype: torch.dtype = torch.float32
                        device: torch.device | str | None = None, attn_implementation: str = "eager"):
     """transformers' own `LlamaForCausalLM.from_pretrained(directory)` in eval mode: the reference.
 
-    The dtype keyword is `dtype` in transformers 5.x and `torch_dtype` in 4.x. On a GPU the
-    weights go straight to it (`device_map`), never all through the CPU's memory.
+    The dtype keyword is `dtype` in transformers 5.x and `torch_dtype` in 4.x. On a GPU, with
+    `accelerate` installed (as on Colab), the weights go straight to it (`device_map`) instead
+    of all through the CPU's memory first.
     """
+    import importlib.util
+
     import transformers
     from transformers import LlamaForCausalLM
 
     key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     kwargs = {key: dtype, "attn_implementation": attn_implementation}
-    if device is not None and torch.device(device).type == "cuda":
+    if device is not None and torch.device(device).type == "cuda" and importlib.util.find_spec("accelerate"):
         kwargs["device_map"] = {"": str(device)}
-    return LlamaForCausalLM.from_pretrained(str(directory), **kwargs).eval()
+    model = LlamaForCausalLM.from_pretrained(str(directory), **kwargs)
+    return (model if device is None else model.to(device)).eval()

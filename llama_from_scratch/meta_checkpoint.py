@@ -63,7 +63,7 @@ def merge_shards(shards: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 def split_state_dict(state_dict: dict[str, torch.Tensor], n_shards: int) -> list[dict[str, torch.Tensor]]:
-    """The inverse of `merge_shards`: one state dict per model-parallel rank."""
+    """The inverse of `merge_shards`: one state dict per model-parallel rank, on the CPU."""
     shards: list[dict[str, torch.Tensor]] = [{} for _ in range(n_shards)]
     for key, tensor in state_dict.items():
         dim = shard_dim(key)
@@ -72,7 +72,10 @@ def split_state_dict(state_dict: dict[str, torch.Tensor], n_shards: int) -> list
                              f"along dim {dim}")
         parts = [tensor] * n_shards if dim is None else tensor.chunk(n_shards, dim=dim)
         for shard, part in zip(shards, parts):
-            shard[key] = part.clone() if n_shards > 1 else part  # torch.save writes a view's whole storage
+            part = part.detach().cpu().contiguous()  # Meta's files hold CPU tensors
+            if part.untyped_storage().nbytes() != part.nbytes:  # a view: torch.save would write all its storage
+                part = part.clone()
+            shard[key] = part
     return shards
 
 
