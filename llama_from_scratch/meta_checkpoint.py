@@ -212,9 +212,10 @@ def _check_shard_count(shapes: dict[str, tuple[int, ...]], args: ModelArgs, dire
     want = args.n_heads * args.head_dim
     if 0 < rows < want and want % rows == 0:
         total = n * want // rows
+        names = (f"consolidated.{n:02d}.pth is" if total == n + 1 else
+                 f"consolidated.{n:02d}.pth to consolidated.{total - 1:02d}.pth are")
         raise CheckpointError(f"{directory} has {n} shard(s) but params.json implies {total}: wq has {rows} of "
-                              f"{want} rows; consolidated.{n:02d}.pth to consolidated.{total - 1:02d}.pth "
-                              "are missing")
+                              f"{want} rows; {names} missing")
 
 
 def save_meta(model: Transformer, directory: str | Path, n_shards: int = 1,
