@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("llama_from_scratch.data_cli", "list, locate or download the book's data files"),
     "tokenize": ("llama_from_scratch.tokenizer.cli", "text to token ids and back, line by line (LLaMA 2 or llama2.c tokenizers)"),
     "generate": ("llama_from_scratch.generate_cli", "continue a prompt with a checkpoint (greedy, temperature, top-k, top-p)"),
+    "chat": ("llama_from_scratch.chat_cli", "talk to a LLaMA 2 chat model in Meta's chat format (multi-turn, GPU)"),
 }
 
 
