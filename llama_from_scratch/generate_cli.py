@@ -2,7 +2,9 @@
 
 stdout holds only the result: the generated continuation as text (not the prompt, no
 stop token), then a newline; or with --print-ids the new ids, space-separated, on one
-line. Loading messages, the context-length note and errors go to stderr.
+line. Loading messages (the memory account first), the context-length note and errors
+go to stderr. Any checkpoint `load_model` handles (Meta, Hugging Face, llama2.c) runs on
+--device (default: the GPU if there is one) in --dtype, optionally --compile'd.
 
 Generation stops at EOS (2) or BOS (1): Meta's models end a text with EOS, llama2.c's
 stories end with BOS. Sampling defaults follow Meta's example_text_completion.py
@@ -14,19 +16,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from llama_from_scratch.cli import CLIError
+from llama_from_scratch.model_options import add_model_arguments, load_model_for_cli, tokenizer_path
 
 BOS_ID, EOS_ID = 1, 2  # LLaMA 2 and llama2.c agree
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="llama2.c .bin (legacy export) or .pt (training checkpoint)")
-    parser.add_argument("--tokenizer", metavar="PATH",
-                        help="SentencePiece .model or llama2.c tokenizer.bin "
-                             "(default: tokenizer.model beside the checkpoint)")
+    add_model_arguments(parser)  # --checkpoint, --tokenizer, --device, --dtype, --compile
     parser.add_argument("--prompt", metavar="TEXT", help="text, encoded with BOS first (default: BOS alone)")
     parser.add_argument("--prompt-ids", metavar='"1 5 7"', help="token ids used verbatim, space-separated")
     parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default 256")
@@ -53,9 +51,9 @@ def parse_ids(text: str, vocab_size: int) -> list[int]:
 def load_tokenizer_for(args: argparse.Namespace):
     from llama_from_scratch.tokenizer import ModelFormatError, load_tokenizer
 
-    path = Path(args.tokenizer) if args.tokenizer else Path(args.checkpoint).parent / "tokenizer.model"
+    path = tokenizer_path(args)
     if not path.is_file():
-        hint = "" if args.tokenizer else " (the default: tokenizer.model beside the checkpoint)"
+        hint = "" if args.tokenizer else " (the default: tokenizer.model in or beside the checkpoint)"
         raise CLIError(f"tokenizer {path}{hint} does not exist; pass --tokenizer PATH, "
                        "or use --prompt-ids with --print-ids to work without one")
     try:
@@ -65,9 +63,7 @@ def load_tokenizer_for(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_from_scratch.checkpoint import load_checkpoint
     from llama_from_scratch.generation import check_sampling, stream, stream_text
-    from llama_from_scratch.llama2c import CheckpointError
 
     if args.prompt is not None and args.prompt_ids is not None:
         raise CLIError("give --prompt or --prompt-ids, not both")
@@ -77,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     if args.max_new_tokens < 0:
         raise CLIError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    try:
-        model = load_checkpoint(args.checkpoint)
-    except (CheckpointError, OSError) as err:
-        raise CLIError(str(err)) from err
+    model = load_model_for_cli(args)  # prints the memory account (stderr) before loading
     a = model.args
     n_params = sum(p.numel() for p in model.parameters())
     print(f"loaded {args.checkpoint}: {n_params:,} parameters, dim {a.dim}, {a.n_layers} layers, "

@@ -164,3 +164,20 @@ def test_chat_answer_function_streams_what_it_returns(chat_checkpoint, tokenizer
     ns = argparse.Namespace(max_new_tokens=6, temperature=0.0, top_p=0.9, seed=1)
     text = answer(model, tokenizer, [{"role": "user", "content": "Hi"}], ns, out)
     assert out.getvalue() == text + "\n" or out.getvalue().strip() == text
+
+
+@pytest.mark.parametrize("fmt", ["meta", "hf"])
+def test_generate_command_reads_meta_and_hf_directories_with_device_and_dtype(tmp_path, fmt, capsys):
+    from llama_from_scratch.cli import main
+
+    stories = load_model(data.path("stories260K/stories260K.bin"))
+    if fmt == "meta":
+        meta_checkpoint.save_meta(stories, tmp_path, n_shards=2)
+    else:
+        hf_checkpoint.save_hf(stories, tmp_path)
+    want = generate(load_model(tmp_path, dtype="bfloat16"), [[1, 403]], 12, temperature=0.0, stop_ids=[1, 2])[0]
+    assert main(["generate", "--checkpoint", str(tmp_path), "--device", "cpu", "--dtype", "bfloat16",
+                 "--prompt-ids", "1 403", "--print-ids", "--temperature", "0", "--max-new-tokens", "12"]) == 0
+    out = capsys.readouterr()
+    assert out.out == " ".join(map(str, want)) + "\n"
+    assert "memory account" in out.err and "weights (bfloat16)" in out.err
