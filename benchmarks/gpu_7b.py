@@ -98,6 +98,11 @@ def random_model(args, device: torch.device, dtype: torch.dtype) -> Transformer:
     return model
 
 
+def folder(path: Path) -> dict:
+    files = sorted(path.iterdir())
+    return {"files": [p.name for p in files], "bytes": sum(p.stat().st_size for p in files)}
+
+
 def same_weights(a: Transformer, b: Transformer) -> list[str]:
     """Keys whose tensors differ in dtype, shape or any bit."""
     sa, sb = a.state_dict(), b.state_dict()
@@ -156,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         _, save_s = timed(lambda: meta_checkpoint.save_meta(built, work / "meta", n_shards=2), device)
         loaded, load_s = timed(lambda: meta_checkpoint.load_meta(work / "meta", device, dtype), device)
         differ = same_weights(built, loaded)
-        stages.write("meta", {"save_s": save_s, "load_s": load_s, "files": sorted(p.name for p in (work / "meta").iterdir()),
-                              "bytes": sum(p.stat().st_size for p in (work / "meta").iterdir()),
+        stages.write("meta", {"save_s": save_s, "load_s": load_s, **folder(work / "meta"),
                               "bit_identical": not differ, "differing_keys": differ[:10]})
         del loaded
 
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         _, save_s = timed(lambda: hf_checkpoint.save_hf(built, work / "hf", max_shard_bytes=5 * 10**9), device)
         ours, load_s = timed(lambda: hf_checkpoint.load_hf(work / "hf", device, dtype), device)
         differ = same_weights(built, ours)
-        stages.write("hf", {"save_s": save_s, "load_s": load_s, "files": sorted(p.name for p in (work / "hf").iterdir()),
+        stages.write("hf", {"save_s": save_s, "load_s": load_s, **folder(work / "hf"),
                             "bit_identical": not differ, "differing_keys": differ[:10]})
         del built
         if device.type == "cuda":
