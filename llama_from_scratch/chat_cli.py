@@ -5,7 +5,8 @@ Each turn, the whole dialog so far is encoded in Meta's chat format
 and EOS as ids) and the answer is generated until EOS, streamed to stdout. With
 --message, one answer is printed and the command exits; otherwise user messages are read
 from stdin, one per line (an empty line is skipped, "/reset" starts a new dialog, end of
-input ends the chat). Sampling defaults are Meta's example_chat_completion.py's
+input ends the chat). Each turn re-reads the whole dialog (the KV cache is not kept between
+turns). Sampling defaults are Meta's example_chat_completion.py's
 (temperature 0.6, top-p 0.9). Not handled: multi-line messages, saving a dialog.
 """
 
