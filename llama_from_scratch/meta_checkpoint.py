@@ -62,21 +62,27 @@ def merge_shards(shards: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return merged
 
 
-def split_state_dict(state_dict: dict[str, torch.Tensor], n_shards: int) -> list[dict[str, torch.Tensor]]:
-    """The inverse of `merge_shards`: one state dict per model-parallel rank, on the CPU."""
-    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(n_shards)]
+def shard_state_dict(state_dict: dict[str, torch.Tensor], rank: int, n_shards: int,
+                     dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Model-parallel rank `rank` of `n_shards`: its slice of every tensor (the inverse of
+    `merge_shards`), on the CPU as in Meta's files, each in memory of its own."""
+    shard = {}
     for key, tensor in state_dict.items():
         dim = shard_dim(key)
         if dim is not None and tensor.shape[dim] % n_shards:
             raise ValueError(f"{key} {tuple(tensor.shape)} cannot be split into {n_shards} equal parts "
                              f"along dim {dim}")
-        parts = [tensor] * n_shards if dim is None else tensor.chunk(n_shards, dim=dim)
-        for shard, part in zip(shards, parts):
-            part = part.detach().cpu().contiguous()  # Meta's files hold CPU tensors
-            if part.untyped_storage().nbytes() != part.nbytes:  # a view: torch.save would write all its storage
-                part = part.clone()
-            shard[key] = part
-    return shards
+        part = tensor if dim is None else tensor.chunk(n_shards, dim=dim)[rank]
+        part = part.detach().to(device="cpu", dtype=dtype).contiguous()
+        if part.untyped_storage().nbytes() != part.nbytes:  # a view: torch.save would write all its storage
+            part = part.clone()
+        shard[key] = part
+    return shard
+
+
+def split_state_dict(state_dict: dict[str, torch.Tensor], n_shards: int) -> list[dict[str, torch.Tensor]]:
+    """All model-parallel ranks at once: `[shard_state_dict(state_dict, r, n_shards) for r ...]`."""
+    return [shard_state_dict(state_dict, rank, n_shards) for rank in range(n_shards)]
 
 
 def params_to_args(params: dict, vocab_size: int, max_seq_len: int = 4096) -> ModelArgs:
@@ -222,19 +228,22 @@ def save_meta(model: Transformer, directory: str | Path, n_shards: int = 1,
               dtype: torch.dtype | None = None) -> list[Path]:
     """Write `model` in Meta's format, split into `n_shards` model-parallel ranks.
 
-    Like Meta's files, every shard holds `rope.freqs` (head_dim/2 inverse frequencies).
-    Returns the written .pth paths.
+    One shard at a time is gathered on the CPU and written, so a model on a GPU needs only
+    one shard's worth of RAM. Like Meta's files, every shard holds `rope.freqs`
+    (head_dim/2 inverse frequencies). Returns the written .pth paths.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     args = model.args
-    state = {k: v.detach().to(dtype=dtype) for k, v in model.state_dict().items()}
+    state = model.state_dict()
     inv_freq = 1.0 / args.rope_theta ** (torch.arange(0, args.head_dim, 2).float() / args.head_dim)
     (directory / "params.json").write_text(json.dumps(args_to_params(args)) + "\n")
     paths = []
-    for rank, shard in enumerate(split_state_dict(state, n_shards)):
-        shard["rope.freqs"] = inv_freq.to(state["norm.weight"].dtype)  # (head_dim/2,)
+    for rank in range(n_shards):
+        shard = shard_state_dict(state, rank, n_shards, dtype)
+        shard["rope.freqs"] = inv_freq.to(shard["norm.weight"].dtype)  # (head_dim/2,)
         path = directory / f"consolidated.{rank:02d}.pth"
         torch.save(shard, path)
         paths.append(path)
+        del shard
     return paths
