@@ -56,7 +56,7 @@ def read_args(path: str | Path) -> ModelArgs:
         return hf_checkpoint.read_hf_args(path)
     if kind == "llama2c-bin":
         return llama2c.header_args(llama2c.read_header(path))
-    return llama2c.load_pt(path).args  # small files: reading it whole is fine
+    return _load_pt(path).args  # small files: reading it whole is fine
 
 
 def read_dtype(path: str | Path) -> torch.dtype:
@@ -66,11 +66,13 @@ def read_dtype(path: str | Path) -> torch.dtype:
 
     kind = detect_format(path)
     if kind == "meta":
-        return torch_load(meta_checkpoint.shard_paths(path)[0])["norm.weight"].dtype
+        tensors = torch_load(meta_checkpoint.shard_paths(path)[0])
+        return tensors.get("norm.weight", next(iter(tensors.values()))).dtype
     if kind == "hf":
         files, _ = hf_checkpoint.weight_files(path)
         first = hf_checkpoint.open_weights(files[0])
-        return first.get(next(iter(first.shapes))).dtype
+        key = next(k for k in first.shapes if not k.endswith(hf_checkpoint.IGNORED_SUFFIXES))
+        return first.get(key).dtype
     return torch.float32  # llama2.c files
 
 
@@ -98,13 +100,17 @@ def load_model(path: str | Path, device: torch.device | str | None = None,
         return meta_checkpoint.load_meta(path, device, dtype, progress=progress)
     if kind == "hf":
         return hf_checkpoint.load_hf(path, device, dtype, progress=progress)
-    if kind == "llama2c-bin":
-        model = llama2c.load_bin(path)
-    else:
-        try:
-            model = llama2c.load_pt(path)
-        except pickle.UnpicklingError as err:  # weights_only=True refused it: say so plainly
-            raise CheckpointError(f"refusing to load {path}: it holds pickled objects other than tensors, "
-                                  "which could run code on your machine, so weights_only=True rejected it. "
-                                  "Use a checkpoint from a source you trust.") from err
+    model = llama2c.load_bin(path) if kind == "llama2c-bin" else _load_pt(path)
     return finish(model.to(device=device, dtype=dtype), device)  # RoPE tables back to float32
+
+
+def _load_pt(path: str | Path) -> Transformer:
+    """llama2.c's training checkpoint; a refused pickle becomes a `CheckpointError` that says why."""
+    from llama_from_scratch import llama2c
+
+    try:
+        return llama2c.load_pt(path)
+    except pickle.UnpicklingError as err:  # weights_only=True refused it
+        raise CheckpointError(f"refusing to load {path}: it holds pickled objects other than tensors, "
+                              "which could run code on your machine, so weights_only=True rejected it. "
+                              "Use a checkpoint from a source you trust.") from err

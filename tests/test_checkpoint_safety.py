@@ -175,3 +175,21 @@ def test_own_dtype_loading_assigns_the_mapped_file_and_converting_copies(tmp_pat
         assert in_file(p) == expect, name
     converted = load_model(tmp_path, dtype=torch.float32)
     assert not any(in_file(p) for p in converted.parameters())
+
+
+@pytest.mark.parametrize("fmt", ["meta", "llama2c-pt"])
+def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path, fmt, capsys):
+    from llama_from_scratch.cli import main
+
+    marker = tmp_path / "pwned"
+    if fmt == "meta":
+        meta_checkpoint.save_meta(model(), tmp_path / "ckpt")
+        torch.save(malicious_state_dict(marker), tmp_path / "ckpt" / "consolidated.00.pth")
+        path = tmp_path / "ckpt"
+    else:
+        path = tmp_path / "ckpt.pt"
+        torch.save({"model": malicious_state_dict(marker), "model_args": {}}, path)
+    assert main(["generate", "--checkpoint", str(path), "--prompt-ids", "1", "--print-ids"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: refusing to load") and err.count("\n") == 1
+    assert not marker.exists()
