@@ -13,7 +13,7 @@ the copy `load_state_dict` makes into the parameters. For LLaMA 2 7B in float16 
    (`put_tensor`): no copy when it already has the wanted device and dtype, one
    conversion otherwise, one tensor at a time (so a GPU load needs only the GPU's memory
    plus one tensor in flight);
-4. `finish` re-ties a shared output matrix, recomputes RoPE's cos/sin buffers on the
+4. `finish` re-ties a shared output matrix, recomputes RoPE's cos/sin tables on the
    device and checks that nothing is left on the meta device.
 
 Not handled: quantised tensors, loading onto several devices.
@@ -22,6 +22,7 @@ Not handled: quantised tensors, loading onto several devices.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -86,7 +87,7 @@ def put_tensor(model: Transformer, name: str, tensor: torch.Tensor,
 
 
 def finish(model: Transformer, device: torch.device | str | None = None) -> Transformer:
-    """Re-tie output to the embedding (if tied), recompute RoPE buffers on `device`, check
+    """Re-tie output to the embedding (if tied), recompute RoPE's cos/sin tables on `device`, check
     that no tensor is left on the meta device, and switch to eval mode."""
     args = model.args
     if args.tie_embeddings:
@@ -95,7 +96,7 @@ def finish(model: Transformer, device: torch.device | str | None = None) -> Tran
         device = model.tok_embeddings.weight.device
     cos, sin = precompute_freqs(args.head_dim, args.max_seq_len, args.rope_theta, device=device)
     model.freqs_cos, model.freqs_sin = cos, sin  # (max_seq_len, head_dim/2) each, float32
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]  # none: all assigned
     if left:
         raise CheckpointError(f"these tensors were never loaded: {_listing(left)}")
     return model.eval()
@@ -114,7 +115,7 @@ def load_state_dict_into(args: ModelArgs, state_dict: Mapping[str, torch.Tensor]
     return finish(model, device)
 
 
-def torch_load(path, mmap: bool = True) -> dict[str, torch.Tensor]:
+def torch_load(path: str | Path, mmap: bool = True) -> dict[str, torch.Tensor]:
     """`torch.load` a `.pth`/`.bin` state dict safely, memory-mapped, on the CPU.
 
     `weights_only=True` restricts unpickling to tensors and plain containers, so a file
