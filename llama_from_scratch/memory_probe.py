@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 def rss_kib(field: str = "VmRSS") -> int:
-    """VmRSS (now) or VmHWM (peak) of this process, in KiB."""
+    """VmRSS (now), VmHWM (peak) or RssFile (file-backed part, now) of this process, in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -55,7 +55,7 @@ def _probe(method: str, path: str, dtype: str | None) -> dict:
 
     args = read_args(path)  # reads only headers; done before the baseline like the imports
     empty_model(args)  # the first meta-device model imports torch._dynamo (~100 MB): an import, not loading
-    baseline = rss_kib()
+    baseline, file_baseline = rss_kib(), rss_kib("RssFile")
     if not reset_peak():
         raise RuntimeError("cannot reset the peak RSS counter (/proc/self/clear_refs); the peak would "
                            "include the imports")
@@ -76,6 +76,9 @@ def _probe(method: str, path: str, dtype: str | None) -> dict:
         checksum = sum(float(c.sum()) for p in model.parameters() for c in p.detach().reshape(-1).split(2**20))
     return {"method": method, "path": path, "dtype": dtype, "baseline_bytes": baseline * 1024,
             "peak_bytes": (rss_kib("VmHWM") - baseline) * 1024,
+            # after loading and touching: how much of the resident memory is file-backed pages, which
+            # the kernel may drop and re-read under memory pressure (anonymous memory it cannot)
+            "file_backed_bytes": (rss_kib("RssFile") - file_baseline) * 1024,
             "model_bytes": sum(p.nbytes for p in model.parameters()),
             "seconds": seconds, "checksum": checksum}
 
