@@ -3,8 +3,9 @@
 float16 and bfloat16 halve the weights' memory and the bytes read per generated token,
 which is what bounds decoding speed at batch 1. bfloat16 has float32's range (no
 overflow) but needs an Ampere or newer GPU (compute capability 8.0; an A100, H100 or
-RTX 30xx): Colab's T4 (7.5) has no fast bfloat16, so use float16 there. On the CPU,
-float32 is the safe choice (half-precision matmuls are slow or missing on many CPUs).
+RTX 30xx): Colab's T4 (7.5) has no fast bfloat16, so Meta's bfloat16 weights are loaded
+as float16 there. On the CPU, float32 is the fast choice (half-precision matmuls are slow
+on many CPUs), at twice the memory.
 Not handled: several GPUs, Apple's MPS quirks (it may work, it is not tested).
 """
 
@@ -26,14 +27,19 @@ def pick_device(name: str | None = "auto") -> torch.device:
     return device
 
 
-def pick_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
-    """The dtype to load in: `name`, or None (as stored) on the CPU and float16 on a GPU.
+def pick_dtype(name: str | torch.dtype | None, device: torch.device,
+               stored: torch.dtype | None = None) -> torch.dtype | None:
+    """The dtype to load in; None means "as stored in the checkpoint".
 
-    Refuses bfloat16 on a GPU without native support, naming float16 as the fix.
+    "auto" (or None) keeps the stored dtype, except that `stored` bfloat16 becomes float16
+    on a GPU without fast bfloat16 (a T4). Asking for bfloat16 on such a GPU is an error
+    that names float16 as the fix.
     """
-    dtype = parse_dtype(name) if name not in (None, "auto") else None
-    if dtype is None and device.type == "cuda":
-        dtype = torch.bfloat16 if native_bf16(device) else torch.float16
+    if name in (None, "auto"):
+        if device.type == "cuda" and stored == torch.bfloat16 and not native_bf16(device):
+            return torch.float16
+        return None
+    dtype = parse_dtype(name)
     if dtype == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
         raise ValueError(f"{torch.cuda.get_device_name(device)} has no fast bfloat16 (it needs compute "
                          "capability 8.0, Ampere or newer); use --dtype float16")

@@ -23,8 +23,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", metavar="DEV",
                         help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                        help="weights' dtype (default: as stored on the CPU; bfloat16 on Ampere+ GPUs, "
-                             "else float16)")
+                        help="weights' dtype (default: as stored, Meta's bfloat16 or Hugging Face's float16; "
+                             "bfloat16 becomes float16 on GPUs without fast bfloat16, such as the T4)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first tokens)")
 
 
@@ -39,12 +39,12 @@ def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
 
     try:
         device = pick_device(args.device)
-        dtype = pick_dtype(args.dtype, device)
         model_args = read_args(args.checkpoint)
-        stored = dtype or read_dtype(args.checkpoint)
+        stored = read_dtype(args.checkpoint)
+        dtype = pick_dtype(args.dtype, device, stored)
     except (ValueError, OSError) as err:  # CheckpointError is a ValueError
         raise CLIError(str(err)) from err
-    account = memory_account(model_args, stored, tokens=tokens)
+    account = memory_account(model_args, dtype or stored, tokens=tokens)
     print(account.report(device_memory(device), f"{device} ({torch.cuda.get_device_name(device)})"
                          if device.type == "cuda" else str(device)), file=sys.stderr)
     try:

@@ -135,9 +135,25 @@ def test_device_and_dtype_choice_on_this_machine():
     assert pick_dtype("fp16", torch.device("cpu")) == torch.float16
     with pytest.raises(ValueError, match="unknown dtype"):
         pick_dtype("float8", torch.device("cpu"))
+    assert pick_dtype("auto", torch.device("cpu"), stored=torch.bfloat16) is None
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             pick_device("cuda")
+
+
+def test_bfloat16_becomes_float16_on_a_gpu_without_it(monkeypatch):
+    """The T4 rule, with the GPU's capability faked (this machine may have no GPU)."""
+    from llama_from_scratch import device as device_module
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
+    assert pick_dtype("auto", cuda, stored=torch.bfloat16) == torch.float16  # Meta's bfloat16 files
+    assert pick_dtype("auto", cuda, stored=torch.float16) is None  # Hugging Face's float16: as stored
+    with pytest.raises(ValueError, match="Tesla T4 has no fast bfloat16.*--dtype float16"):
+        pick_dtype("bfloat16", cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))  # an H100
+    assert device_module.native_bf16(cuda) and pick_dtype("auto", cuda, stored=torch.bfloat16) is None
 
 
 def test_half_precision_load_keeps_the_logits_close(tmp_path):
