@@ -27,6 +27,10 @@ from llama_from_scratch.rope import apply_rope_complex
 from llama_from_scratch.softmax import softmax
 
 
+# PyTorch 2.5 added `enable_gqa` to scaled_dot_product_attention; older versions copy heads.
+SDPA_HAS_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
 class KVCache:
     """Keys and values of past positions for one layer, preallocated to `max_seq_len`."""
 
@@ -85,6 +89,9 @@ def attend_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
         q = q.view(b, n_kv_heads, n_rep, head_dim)  # (b, kv_heads, n_rep, head_dim)
         out = F.scaled_dot_product_attention(q, k, v)  # (b, kv_heads, n_rep, head_dim)
         return out.view(b, n_heads, 1, head_dim)  # (b, heads, 1, head_dim)
+    if q_len == kv_len and SDPA_HAS_GQA and n_rep > 1:  # no cache: the plain lower-triangular mask;
+        # the kernel itself lets each key/value head serve its n_rep query heads (no copies)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (b, heads, q_len, hd)
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (b, heads, kv_len, head_dim) each
     if q_len == kv_len:  # no cache: the plain lower-triangular mask
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (b, heads, q_len, head_dim)
