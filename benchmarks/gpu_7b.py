@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from llama_from_scratch import hf_checkpoint, meta_checkpoint
+from llama_from_scratch import hf_checkpoint, hf_writer, meta_checkpoint
 from llama_from_scratch.config import preset
 from llama_from_scratch.device import compile_model
 from llama_from_scratch.generation import generate
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         del loaded
 
         # Hugging Face's format, sharded safetensors
-        _, save_s = timed(lambda: hf_checkpoint.save_hf(built, work / "hf", max_shard_bytes=5 * 10**9), device)
+        _, save_s = timed(lambda: hf_writer.save_hf(built, work / "hf", max_shard_bytes=5 * 10**9), device)
         ours, load_s = timed(lambda: hf_checkpoint.load_hf(work / "hf", device, dtype), device)
         differ = same_weights(built, ours)
         stages.write("hf", {"save_s": save_s, "load_s": load_s, **folder(work / "hf"),

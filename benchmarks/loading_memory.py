@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from llama_from_scratch import hf_checkpoint, meta_checkpoint
+from llama_from_scratch import hf_writer, meta_checkpoint
 from llama_from_scratch.config import ModelArgs
 from llama_from_scratch.memory_probe import measure
 from llama_from_scratch.weights import expected_shapes, load_state_dict_into
@@ -61,7 +61,7 @@ def write_checkpoints(args: ModelArgs, root: Path) -> dict[str, Path]:
     paths = {"meta1": root / "meta-1", "meta2": root / "meta-2", "hf": root / "hf"}
     meta_checkpoint.save_meta(model, paths["meta1"])
     meta_checkpoint.save_meta(model, paths["meta2"], n_shards=2)
-    hf_checkpoint.save_hf(model, paths["hf"])
+    hf_writer.save_hf(model, paths["hf"])
     return paths
 
 

@@ -28,70 +28,28 @@ from llama_from_scratch.config import ModelArgs
 from llama_from_scratch.feedforward import llama_hidden_dim
 from llama_from_scratch.llama2c import CheckpointError
 from llama_from_scratch.model import Transformer
+from llama_from_scratch.model_parallel import (IGNORED, merge_shards, merged_shapes,  # noqa: F401 (re-exported)
+                                              shard_dim, shard_state_dict, split_state_dict)
 from llama_from_scratch.weights import check_shapes, empty_model, finish, put_tensor, torch_load
 
 SHARD_PATTERN = re.compile(r"consolidated\.(\d+)\.pth")
-IGNORED = {"rope.freqs"}
-
-
-def shard_dim(key: str) -> int | None:
-    """The dimension along which Meta's model-parallel ranks split `key`; None: replicated."""
-    kind = key.split(".")[-2]  # "layers.3.attention.wq.weight" -> "wq"
-    if kind in ("wq", "wk", "wv", "w1", "w3", "output"):
-        return 0
-    if kind in ("wo", "w2", "tok_embeddings"):
-        return 1
-    return None  # RMSNorm weights
-
-
-def merge_shards(shards: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Model-parallel state dicts -> one state dict: concatenated along `shard_dim`, norms
-    taken from rank 0 (after checking the ranks agree). Allocates the merged tensors."""
-    merged = {}
-    for key, first in shards[0].items():
-        if key in IGNORED:
-            continue
-        dim = shard_dim(key)
-        if dim is None:
-            for rank, shard in enumerate(shards[1:], start=1):
-                if not torch.equal(shard[key], first):
-                    raise CheckpointError(f"{key} should be the same on every shard but rank {rank} differs")
-            merged[key] = first
-        else:
-            merged[key] = torch.cat([shard[key] for shard in shards], dim=dim)
-    return merged
-
-
-def shard_state_dict(state_dict: dict[str, torch.Tensor], rank: int, n_shards: int,
-                     dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Model-parallel rank `rank` of `n_shards`: its slice of every tensor (the inverse of
-    `merge_shards`), on the CPU as in Meta's files, each in memory of its own."""
-    shard = {}
-    for key, tensor in state_dict.items():
-        dim = shard_dim(key)
-        if dim is not None and tensor.shape[dim] % n_shards:
-            raise ValueError(f"{key} {tuple(tensor.shape)} cannot be split into {n_shards} equal parts "
-                             f"along dim {dim}")
-        part = tensor if dim is None else tensor.chunk(n_shards, dim=dim)[rank]
-        part = part.detach().to(device="cpu", dtype=dtype).contiguous()
-        if part.untyped_storage().nbytes() != part.nbytes:  # a view: torch.save would write all its storage
-            part = part.clone()
-        shard[key] = part
-    return shard
-
-
-def split_state_dict(state_dict: dict[str, torch.Tensor], n_shards: int) -> list[dict[str, torch.Tensor]]:
-    """All model-parallel ranks at once: `[shard_state_dict(state_dict, r, n_shards) for r ...]`."""
-    return [shard_state_dict(state_dict, rank, n_shards) for rank in range(n_shards)]
 
 
 def params_to_args(params: dict, vocab_size: int, max_seq_len: int = 4096) -> ModelArgs:
-    """ModelArgs from a params.json dict; `vocab_size` replaces its -1."""
+    """ModelArgs from a params.json dict; `vocab_size` replaces its -1.
+
+    A key this loader does not know (LLaMA 3.1's "use_scaled_rope", for one) would change
+    the model in a way it does not implement, so it is an error, not silently ignored.
+    """
     known = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
              "ffn_dim_multiplier", "norm_eps", "rope_theta", "hidden_dim"}
+    unknown = sorted(set(params) - known - {"max_seq_len", "max_batch_size"})  # Meta's runtime settings
+    if unknown:
+        raise CheckpointError(f"params.json has settings this loader does not handle: {unknown}; "
+                              "only LLaMA 2's architecture (and CodeLlama's rope_theta) is implemented")
     fields = {k: v for k, v in params.items() if k in known}
     fields["vocab_size"] = vocab_size if params.get("vocab_size", -1) in (-1, None) else params["vocab_size"]
-    return ModelArgs(**fields, max_seq_len=max_seq_len)
+    return ModelArgs(**fields, max_seq_len=params.get("max_seq_len", max_seq_len))
 
 
 def args_to_params(args: ModelArgs) -> dict:
@@ -197,19 +155,6 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
             put_tensor(model, key, tensor)
     bar.close()
     return finish(model, device)
-
-
-def merged_shapes(shards: list[dict[str, torch.Tensor]]) -> dict[str, tuple[int, ...]]:
-    """The shape of every merged tensor: shard sizes summed along `shard_dim` (no data is read)."""
-    shapes = {}
-    for key, tensor in shards[0].items():
-        if key in IGNORED:
-            continue
-        dim, shape = shard_dim(key), list(tensor.shape)
-        if dim is not None:
-            shape[dim] = sum(s[key].shape[dim] if key in s else 0 for s in shards)
-        shapes[key] = tuple(shape)
-    return shapes
 
 
 def _check_shard_count(shapes: dict[str, tuple[int, ...]], args: ModelArgs, directory: Path, n: int) -> None:

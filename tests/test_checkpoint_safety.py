@@ -193,3 +193,11 @@ def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path, fmt, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: refusing to load") and err.count("\n") == 1
     assert not marker.exists()
+
+
+def test_unknown_params_json_settings_are_refused_not_ignored(tmp_path):
+    meta_checkpoint.save_meta(model(), tmp_path)
+    params = json.loads((tmp_path / "params.json").read_text())
+    (tmp_path / "params.json").write_text(json.dumps({**params, "use_scaled_rope": True}))
+    with pytest.raises(CheckpointError, match=r"does not handle: \['use_scaled_rope'\]"):
+        load_model(tmp_path)
