@@ -82,12 +82,15 @@ def timed(fn, device: torch.device):
 
 
 def random_model(args, device: torch.device, dtype: torch.dtype) -> Transformer:
-    """Random weights straight on the device: std 0.02 (GPT-style init), norms 1."""
-    with torch.device(device):
-        model = Transformer(args)
-    cos, sin = model.freqs_cos, model.freqs_sin
-    model = model.to(dtype).eval()
-    model.freqs_cos, model.freqs_sin = cos, sin  # RoPE tables stay float32, as the loaders make them
+    """Random weights straight on the device in `dtype` (never a float32 copy of 7B): std 0.02
+    (GPT-style init), norms 1. RoPE's tables are float32 regardless (`precompute_freqs`)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Transformer(args).eval()
+    finally:
+        torch.set_default_dtype(previous)
     torch.manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
