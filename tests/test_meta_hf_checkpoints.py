@@ -19,26 +19,11 @@ from llama_from_scratch.hf_convert import to_hf_model
 from llama_from_scratch.llama2c import CheckpointError
 from llama_from_scratch.loading import detect_format, load_model, read_args
 from llama_from_scratch.model import Transformer
+from model_fixtures import randomised
 
 GQA = ModelArgs(dim=64, n_layers=2, n_heads=8, n_kv_heads=4, vocab_size=100, multiple_of=32, max_seq_len=4096)
 MHA = ModelArgs(dim=64, n_layers=2, n_heads=4, vocab_size=96, multiple_of=32, rope_theta=500000.0,
                 max_seq_len=4096)
-
-
-def randomised(args: ModelArgs, seed: int = 0, dtype: torch.dtype = torch.float32) -> Transformer:
-    """Every tensor random, norms included, so a swapped or mis-merged tensor shows."""
-    torch.manual_seed(seed)
-    model = Transformer(args).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5)
-    cos, sin = model.freqs_cos, model.freqs_sin
-    model = model.to(dtype)
-    model.freqs_cos, model.freqs_sin = cos, sin  # RoPE's tables stay float32, as the loaders make them
-    return model
 
 
 def assert_same_weights(a: Transformer, b: Transformer) -> None:

@@ -5,7 +5,7 @@ import torch
 
 from llama_from_scratch.config import ModelArgs
 from llama_from_scratch.hf_convert import (from_hf_config, from_hf_model, to_hf_config, to_hf_model)
-from llama_from_scratch.model import Transformer
+from model_fixtures import randomised
 
 CONFIGS = {
     "gqa": ModelArgs(dim=64, n_layers=3, n_heads=8, n_kv_heads=2, vocab_size=97, hidden_dim=96,
@@ -15,19 +15,6 @@ CONFIGS = {
     "mha-tied": ModelArgs(dim=32, n_layers=2, n_heads=4, vocab_size=50, multiple_of=8,
                           max_seq_len=64, tie_embeddings=True),
 }
-
-
-def randomised(args: ModelArgs, seed: int = 0) -> Transformer:
-    """Every tensor random, norms included (all-ones norms would hide a swapped norm)."""
-    torch.manual_seed(seed)
-    model = Transformer(args).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5 if p.dim() > 1 else 0.5)
-    return model
 
 
 @pytest.mark.parametrize("name", CONFIGS)
