@@ -38,7 +38,7 @@ class Piece:
 
 # Field numbers used by this package (sentencepiece_model.proto).
 TRAINER_MODEL_TYPE, TRAINER_VOCAB_SIZE = 3, 4  # model_type: 1 unigram, 2 bpe, 3 word, 4 char
-TRAINER_TREAT_WS_AS_SUFFIX, TRAINER_BYTE_FALLBACK, TRAINER_UNK_SURFACE = 24, 35, 44
+TRAINER_TREAT_WS_AS_SUFFIX, TRAINER_SPLIT_DIGITS, TRAINER_BYTE_FALLBACK, TRAINER_UNK_SURFACE = 24, 25, 35, 44
 TRAINER_UNK_ID, TRAINER_BOS_ID, TRAINER_EOS_ID, TRAINER_PAD_ID = 40, 41, 42, 43
 NORM_NAME, NORM_CHARSMAP, NORM_ADD_DUMMY_PREFIX = 1, 2, 3
 NORM_REMOVE_EXTRA_WS, NORM_ESCAPE_WS = 4, 5
@@ -59,6 +59,11 @@ class ModelProto:
     @property
     def byte_fallback(self) -> bool:
         return self.trainer_spec.get_bool(TRAINER_BYTE_FALLBACK, False)
+
+    @property
+    def split_digits(self) -> bool:
+        """Whether training split numbers into single digits (informational: encoding needs no rule)."""
+        return self.trainer_spec.get_bool(TRAINER_SPLIT_DIGITS, False)
 
     @property
     def unk_surface(self) -> str:
