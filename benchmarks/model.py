@@ -31,15 +31,7 @@ from llama_from_scratch.config import ModelArgs  # noqa: E402
 from llama_from_scratch.generation import generate  # noqa: E402
 from llama_from_scratch.hf_convert import to_hf_model  # noqa: E402
 from llama_from_scratch.model import Transformer  # noqa: E402
-
-
-def median_time(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_time  # noqa: E402
 
 
 def interleaved(fns: dict, runs: int, warmup: int = 1) -> dict[str, float]:

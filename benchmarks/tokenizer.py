@@ -17,22 +17,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
-import time
 
 import sentencepiece as spm
 
 from llama_from_scratch import data
 from llama_from_scratch.tokenizer import SentencePieceBPE, bpe_fast, sentencepiece_trainer
-
-
-def median_time(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time
 
 
 def main() -> None:
