@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     html = out / "_build" / "html"
     if html.exists():
         shutil.rmtree(html)
-    command = [sys.executable, "-m", "jupyter_book", "build", str(staged), "--path-output", str(out),
-               "--builder", "html", "-W", "-n", "--keep-going"]
-    jb = shutil.which("jupyter-book", path=str(ROOT / ".venv" / "bin")) or shutil.which("jupyter-book")
-    if jb:
-        command = [jb] + command[3:]
+    # The jupyter-book beside this interpreter (the project's .venv), else one on PATH.
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    if jb is None:
+        raise SystemExit("jupyter-book is not installed: run `make book`, which installs requirements.txt")
+    command = [jb, "build", str(staged), "--path-output", str(out), "--builder", "html", "-W", "-n", "--keep-going"]
     subprocess.run(command, check=True)
     index = html / "index.html"
     if not index.exists():

@@ -25,25 +25,24 @@ EXECUTED = ROOT / "_build" / "executed"
 CELL_TIMEOUT_S = 600
 
 
+def _repository() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+
+
 def repository_url() -> str:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    return config["repository"]["url"]
-
-
-def repository_branch() -> str:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    return config["repository"]["branch"]
+    return _repository()["url"]
 
 
 def setup_cell_source() -> str:
     """The first code cell of every notebook: makes it run on Colab as well as locally."""
+    repo = _repository()
     return (
         "# Setup: installs the book's package when it is missing (as on Colab; torch is not reinstalled),\n"
         "# then seeds everything, sets the figure style and the data folder. Safe to re-run.\n"
         "import importlib, importlib.util, subprocess, sys\n"
         'if importlib.util.find_spec("llama_from_scratch") is None:\n'
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q",\n'
-        f'                    "llama-from-scratch @ git+{repository_url()}@{repository_branch()}"], check=True)\n'
+        f'                    "llama-from-scratch @ git+{repo["url"]}@{repo["branch"]}"], check=True)\n'
         "    importlib.invalidate_caches()\n"
         "from llama_from_scratch.notebook import setup\n"
         "setup()"
