@@ -42,13 +42,13 @@ from pathlib import Path
 
 import torch
 
-from llama_from_scratch import hf_checkpoint, hf_writer, meta_checkpoint
-from llama_from_scratch.config import preset
-from llama_from_scratch.device import compile_model
-from llama_from_scratch.generation import generate
-from llama_from_scratch.loading import parse_dtype
-from llama_from_scratch.memory import memory_account
-from llama_from_scratch.model import Transformer
+from llama_from_scratch.checkpoints import hf_reader, hf_reference, hf_writer, meta_format
+from llama_from_scratch.checkpoints.dtypes import parse_dtype
+from llama_from_scratch.inference.device import compile_model
+from llama_from_scratch.inference.generation import generate
+from llama_from_scratch.inference.memory import memory_account
+from llama_from_scratch.model.config import preset
+from llama_from_scratch.model.transformer import Transformer
 
 LOGIT_ATOL = 0.05
 
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         stages.write("build", {"seconds": seconds})
 
         # Meta's format, 2 shards
-        _, save_s = timed(lambda: meta_checkpoint.save_meta(built, work / "meta", n_shards=2), device)
-        loaded, load_s = timed(lambda: meta_checkpoint.load_meta(work / "meta", device, dtype), device)
+        _, save_s = timed(lambda: meta_format.save_meta(built, work / "meta", n_shards=2), device)
+        loaded, load_s = timed(lambda: meta_format.load_meta(work / "meta", device, dtype), device)
         differ = same_weights(built, loaded)
         stages.write("meta", {"save_s": save_s, "load_s": load_s, **folder(work / "meta"),
                               "bit_identical": not differ, "differing_keys": differ[:10]})
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Hugging Face's format, sharded safetensors
         _, save_s = timed(lambda: hf_writer.save_hf(built, work / "hf", max_shard_bytes=5 * 10**9), device)
-        ours, load_s = timed(lambda: hf_checkpoint.load_hf(work / "hf", device, dtype), device)
+        ours, load_s = timed(lambda: hf_reader.load_hf(work / "hf", device, dtype), device)
         differ = same_weights(built, ours)
         stages.write("hf", {"save_s": save_s, "load_s": load_s, **folder(work / "hf"),
                             "bit_identical": not differ, "differing_keys": differ[:10]})
@@ -179,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
 
         # Logits against transformers, and both against a float32 copy
-        theirs_model, load_s = timed(lambda: hf_checkpoint.transformers_model(
+        theirs_model, load_s = timed(lambda: hf_reference.transformers_model(
             work / "hf", dtype=dtype, device=device, attn_implementation="sdpa"), device)
         torch.manual_seed(1)
         tokens = torch.randint(0, args.vocab_size, (2, 128), device=device)  # (batch, seq)
         with torch.no_grad():
             a = ours(tokens)  # (2, 128, vocab) float32
             b = theirs_model(tokens).logits.float()  # (2, 128, vocab)
-            reference = hf_checkpoint.load_hf(work / "hf", device, torch.float32)  # the same weights, float32
+            reference = hf_reader.load_hf(work / "hf", device, torch.float32)  # the same weights, float32
             c = reference(tokens)  # (2, 128, vocab)
             del reference
         diff = (a - b).abs().max().item()

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from llama_from_scratch import hf_writer, meta_checkpoint
-from llama_from_scratch.config import ModelArgs
-from llama_from_scratch.memory_probe import measure
-from llama_from_scratch.weights import expected_shapes, load_state_dict_into
+from llama_from_scratch.checkpoints import hf_writer, meta_format
+from llama_from_scratch.checkpoints.assign import expected_shapes, load_state_dict_into
+from llama_from_scratch.checkpoints.memory_probe import measure
+from llama_from_scratch.model.config import ModelArgs
 
 TARGET = 1.3
 
@@ -59,8 +59,8 @@ def write_checkpoints(args: ModelArgs, root: Path) -> dict[str, Path]:
     model = load_state_dict_into(args, state, "synthetic")
     del state
     paths = {"meta1": root / "meta-1", "meta2": root / "meta-2", "hf": root / "hf"}
-    meta_checkpoint.save_meta(model, paths["meta1"])
-    meta_checkpoint.save_meta(model, paths["meta2"], n_shards=2)
+    meta_format.save_meta(model, paths["meta1"])
+    meta_format.save_meta(model, paths["meta2"], n_shards=2)
     hf_writer.save_hf(model, paths["hf"])
     return paths
 

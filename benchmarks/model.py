@@ -27,11 +27,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llama_from_scratch.config import ModelArgs  # noqa: E402
-from llama_from_scratch.generation import generate  # noqa: E402
-from llama_from_scratch.hf_convert import to_hf_model  # noqa: E402
-from llama_from_scratch.model import Transformer  # noqa: E402
 from timing import median_time  # noqa: E402
+
+from llama_from_scratch.checkpoints.hf_reference import to_hf_model  # noqa: E402
+from llama_from_scratch.inference.generation import generate  # noqa: E402
+from llama_from_scratch.model.config import ModelArgs  # noqa: E402
+from llama_from_scratch.model.transformer import Transformer  # noqa: E402
 
 
 def interleaved(fns: dict, runs: int, warmup: int = 1) -> dict[str, float]:

@@ -19,10 +19,11 @@ import argparse
 import io
 
 import sentencepiece as spm
-
-from llama_from_scratch import data
-from llama_from_scratch.tokenizer import SentencePieceBPE, bpe_fast, sentencepiece_trainer
 from timing import median_time
+
+from llama_from_scratch import datafiles
+from llama_from_scratch.tokenizer import bpe_fast, sentencepiece_trainer
+from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
 
 
 def main() -> None:
@@ -30,8 +31,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timings per measurement (median taken)")
     args = parser.parse_args()
     runs = max(5, args.runs)
-    text = data.path("tinyshakespeare.txt").read_text(encoding="utf-8")
-    model = str(data.path("llama2_tokenizer.model"))
+    text = datafiles.path("tinyshakespeare.txt").read_text(encoding="utf-8")
+    model = str(datafiles.path("llama2_tokenizer.model"))
 
     sp = spm.SentencePieceProcessor(model_file=model)
     ours = SentencePieceBPE.from_file(model)

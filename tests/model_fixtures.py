@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from llama_from_scratch.config import ModelArgs
-from llama_from_scratch.model import Transformer
+from llama_from_scratch.model.config import ModelArgs
+from llama_from_scratch.model.transformer import Transformer
 
 
 def randomised(args: ModelArgs, seed: int = 0, dtype: torch.dtype = torch.float32) -> Transformer:

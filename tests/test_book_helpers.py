@@ -8,20 +8,21 @@ import matplotlib as mpl
 import pytest
 import torch
 
-from llama_from_scratch import masks, seeding
-from llama_from_scratch.grading import attempt, check_close
-from llama_from_scratch.plotting import PALETTE, use_book_style
-from llama_from_scratch.show import show_source
+from llama_from_scratch.model import masks
+from llama_from_scratch.notebook import seeding
+from llama_from_scratch.notebook.grading import attempt, check_close
+from llama_from_scratch.notebook.plotting import PALETTE, use_book_style
+from llama_from_scratch.notebook.source import show_source
 
 
 def test_show_source_renders_the_real_source_with_its_location():
     shown = show_source(masks.causal_mask)
     assert shown.code == inspect.getsource(masks.causal_mask)
     lines = inspect.getsourcelines(masks.causal_mask)
-    assert shown.caption == f"llama_from_scratch/masks.py, lines {lines[1]}-{lines[1] + len(lines[0]) - 1}"
+    assert shown.caption == f"llama_from_scratch/model/masks.py, lines {lines[1]}-{lines[1] + len(lines[0]) - 1}"
     html = shown._repr_html_()
-    assert "causal_mask" in html and "style=" in html and "llama_from_scratch/masks.py" in html
-    assert repr(shown).startswith("# llama_from_scratch/masks.py")
+    assert "causal_mask" in html and "style=" in html and "llama_from_scratch/model/masks.py" in html
+    assert repr(shown).startswith("# llama_from_scratch/model/masks.py")
 
 
 def test_seed_everything_makes_runs_repeat():

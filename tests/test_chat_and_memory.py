@@ -10,16 +10,18 @@ import sys
 import pytest
 import torch
 
-from llama_from_scratch import data, hf_checkpoint, meta_checkpoint
-from llama_from_scratch.config import PRESETS, ModelArgs
-from llama_from_scratch.device import pick_device, pick_dtype
-from llama_from_scratch.generation import generate
-from llama_from_scratch.loading import load_model
-from llama_from_scratch.memory import T4_GPU_BYTES, memory_account
-from llama_from_scratch.model import Transformer
-from llama_from_scratch.tokenizer import SentencePieceBPE, encode_dialog
+from llama_from_scratch import datafiles
+from llama_from_scratch.checkpoints import hf_writer, meta_format
+from llama_from_scratch.checkpoints.load import load_model
+from llama_from_scratch.inference.device import pick_device, pick_dtype
+from llama_from_scratch.inference.generation import generate
+from llama_from_scratch.inference.memory import T4_GPU_BYTES, memory_account
+from llama_from_scratch.model.config import PRESETS, ModelArgs
+from llama_from_scratch.model.transformer import Transformer
+from llama_from_scratch.tokenizer.chat import encode_dialog
+from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
 
-TOKENIZER = data.path("llama2_tokenizer.model")
+TOKENIZER = datafiles.path("llama2_tokenizer.model")
 # The real 32,000-token vocabulary around a tiny body: the chat format needs the real tokenizer.
 CHAT_ARGS = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, multiple_of=16,
                       max_seq_len=256)
@@ -32,7 +34,7 @@ def chat_checkpoint(tmp_path_factory):
     with torch.no_grad():
         model.output.weight.mul_(40.0)  # peaked logits: greedy answers differ between prompts
     path = tmp_path_factory.mktemp("chat") / "llama-tiny-chat-hf"
-    hf_checkpoint.save_hf(model, path)
+    hf_writer.save_hf(model, path)
     return path, load_model(path)
 
 
@@ -42,7 +44,7 @@ def tokenizer():
 
 
 def chat_cli(path, *args, stdin=""):
-    env = {**os.environ, "LLAMA_DATA_DIR": str(data.data_dir())}
+    env = {**os.environ, "LLAMA_DATA_DIR": str(datafiles.data_dir())}
     return subprocess.run([sys.executable, "-m", "llama_from_scratch", "chat", "--checkpoint", str(path),
                            "--tokenizer", str(TOKENIZER), "--temperature", "0", "--max-new-tokens", "6", *args],
                           input=stdin, capture_output=True, text=True, env=env, timeout=120)
@@ -64,7 +66,7 @@ def test_one_message_with_a_system_prompt(chat_checkpoint, tokenizer):
 
 def chat_main(path, *args, stdin="", monkeypatch=None):
     """The chat command in this process (fast); stdin from a string."""
-    from llama_from_scratch.cli import main
+    from llama_from_scratch.cli.main import main
 
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     return main(["chat", "--checkpoint", str(path), "--tokenizer", str(TOKENIZER), "--temperature", "0",
@@ -86,14 +88,14 @@ def test_special_tags_and_a_wrong_tokenizer_are_clear_errors(chat_checkpoint, mo
     path, _ = chat_checkpoint
     assert chat_main(path, "--message", "hi [INST] there", monkeypatch=monkeypatch) == 2
     assert "special tag '[INST]' is not allowed" in capsys.readouterr().err
-    assert chat_main(path, "--message", "hi", "--tokenizer", str(data.path("stories260K/tok512.bin")),
+    assert chat_main(path, "--message", "hi", "--tokenizer", str(datafiles.path("stories260K/tok512.bin")),
                      monkeypatch=monkeypatch) == 2
     assert "512 tokens but the model's vocabulary is 32000" in capsys.readouterr().err
 
 
 def test_each_turn_feeds_the_whole_dialog_to_the_model(chat_checkpoint, tokenizer, monkeypatch, capsys):
     """A tiny random model may answer alike with or without the history: check the prompts themselves."""
-    from llama_from_scratch import generation
+    from llama_from_scratch.inference import generation
 
     path, _ = chat_checkpoint
     prompts, real_stream = [], generation.stream
@@ -143,7 +145,7 @@ def test_device_and_dtype_choice_on_this_machine():
 
 def test_bfloat16_becomes_float16_on_a_gpu_without_it(monkeypatch):
     """The T4 rule, with the GPU's capability faked (this machine may have no GPU)."""
-    from llama_from_scratch import device as device_module
+    from llama_from_scratch.inference import device as device_module
 
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
@@ -159,7 +161,7 @@ def test_bfloat16_becomes_float16_on_a_gpu_without_it(monkeypatch):
 def test_half_precision_load_keeps_the_logits_close(tmp_path):
     torch.manual_seed(0)
     model = Transformer(PRESETS["tiny"]).eval()
-    meta_checkpoint.save_meta(model, tmp_path, n_shards=2)
+    meta_format.save_meta(model, tmp_path, n_shards=2)
     half = load_model(tmp_path, dtype="bfloat16")
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     assert half.freqs_cos.dtype == torch.float32
@@ -173,7 +175,7 @@ def test_half_precision_load_keeps_the_logits_close(tmp_path):
 def test_chat_answer_function_streams_what_it_returns(chat_checkpoint, tokenizer):
     import argparse
 
-    from llama_from_scratch.chat_cli import answer
+    from llama_from_scratch.cli.chat import answer
 
     path, model = chat_checkpoint
     out = io.StringIO()
@@ -184,13 +186,13 @@ def test_chat_answer_function_streams_what_it_returns(chat_checkpoint, tokenizer
 
 @pytest.mark.parametrize("fmt", ["meta", "hf"])
 def test_generate_command_reads_meta_and_hf_directories_with_device_and_dtype(tmp_path, fmt, capsys):
-    from llama_from_scratch.cli import main
+    from llama_from_scratch.cli.main import main
 
-    stories = load_model(data.path("stories260K/stories260K.bin"))
+    stories = load_model(datafiles.path("stories260K/stories260K.bin"))
     if fmt == "meta":
-        meta_checkpoint.save_meta(stories, tmp_path, n_shards=2)
+        meta_format.save_meta(stories, tmp_path, n_shards=2)
     else:
-        hf_checkpoint.save_hf(stories, tmp_path)
+        hf_writer.save_hf(stories, tmp_path)
     want = generate(load_model(tmp_path, dtype="bfloat16"), [[1, 403]], 12, temperature=0.0, stop_ids=[1, 2])[0]
     assert main(["generate", "--checkpoint", str(tmp_path), "--device", "cpu", "--dtype", "bfloat16",
                  "--prompt-ids", "1 403", "--print-ids", "--temperature", "0", "--max-new-tokens", "12"]) == 0

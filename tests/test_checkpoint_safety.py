@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from llama_from_scratch import hf_checkpoint, meta_checkpoint
-from llama_from_scratch.config import ModelArgs
-from llama_from_scratch.llama2c import CheckpointError
-from llama_from_scratch.loading import load_model
-from llama_from_scratch.model import Transformer
+from llama_from_scratch.checkpoints import hf_reader, hf_writer, meta_format
+from llama_from_scratch.checkpoints.errors import CheckpointError
+from llama_from_scratch.checkpoints.load import load_model
+from llama_from_scratch.model.config import ModelArgs
+from llama_from_scratch.model.transformer import Transformer
 
 ARGS = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, multiple_of=16, max_seq_len=4096)
 
@@ -52,11 +52,11 @@ def test_a_pickle_that_runs_code_is_refused_and_its_code_never_runs(tmp_path, fm
     marker = tmp_path / "pwned"
     evil = malicious_state_dict(marker)
     if fmt == "meta":
-        meta_checkpoint.save_meta(model(), tmp_path / "ckpt")
+        meta_format.save_meta(model(), tmp_path / "ckpt")
         torch.save(evil, tmp_path / "ckpt" / "consolidated.00.pth")
         path = tmp_path / "ckpt"
     elif fmt == "hf-bin":
-        hf_checkpoint.save_hf(model(), tmp_path / "ckpt", safe=False)
+        hf_writer.save_hf(model(), tmp_path / "ckpt", safe=False)
         torch.save({"model.norm.weight": CreatesAFile(marker)}, tmp_path / "ckpt" / "pytorch_model.bin")
         path = tmp_path / "ckpt"
     else:
@@ -68,7 +68,7 @@ def test_a_pickle_that_runs_code_is_refused_and_its_code_never_runs(tmp_path, fm
 
 
 def test_missing_and_unexpected_keys_are_listed(tmp_path):
-    meta_checkpoint.save_meta(model(), tmp_path)
+    meta_format.save_meta(model(), tmp_path)
     sd = torch.load(tmp_path / "consolidated.00.pth", weights_only=True)
     del sd["layers.1.attention.wv.weight"], sd["norm.weight"]
     sd["layers.1.attention.wqkv.weight"] = torch.zeros(3)
@@ -82,7 +82,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 
 
 def test_a_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
-    hf_checkpoint.save_hf(model(), tmp_path)
+    hf_writer.save_hf(model(), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(dict(config, intermediate_size=80)))
     with pytest.raises(CheckpointError, match=r"layers\.0\.feed_forward\.w1\.weight has shape \(96, 32\) "
@@ -91,7 +91,7 @@ def test_a_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
 
 
 def test_a_missing_meta_shard_is_named(tmp_path):
-    meta_checkpoint.save_meta(model(), tmp_path, n_shards=4)
+    meta_format.save_meta(model(), tmp_path, n_shards=4)
     (tmp_path / "consolidated.02.pth").unlink()
     with pytest.raises(CheckpointError, match=r"consolidated\.02\.pth is missing"):
         load_model(tmp_path)
@@ -102,7 +102,7 @@ def test_a_missing_meta_shard_is_named(tmp_path):
 
 
 def test_a_missing_hf_shard_is_named(tmp_path):
-    files = hf_checkpoint.save_hf(model(), tmp_path, max_shard_bytes=20_000)
+    files = hf_writer.save_hf(model(), tmp_path, max_shard_bytes=20_000)
     assert len(files) > 2
     files[1].unlink()
     with pytest.raises(CheckpointError, match=f"lists {files[1].name}, which is missing"):
@@ -112,10 +112,10 @@ def test_a_missing_hf_shard_is_named(tmp_path):
 @pytest.mark.parametrize("ext", ["safetensors", "pth"])
 def test_a_truncated_file_is_named(tmp_path, ext):
     if ext == "safetensors":
-        hf_checkpoint.save_hf(model(), tmp_path)
+        hf_writer.save_hf(model(), tmp_path)
         path = tmp_path / "model.safetensors"
     else:
-        meta_checkpoint.save_meta(model(), tmp_path)
+        meta_format.save_meta(model(), tmp_path)
         path = tmp_path / "consolidated.00.pth"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
@@ -125,7 +125,7 @@ def test_a_truncated_file_is_named(tmp_path, ext):
 
 def test_never_a_half_loaded_model(tmp_path, monkeypatch):
     """A wrong shape in the last shard is found before any tensor is put into the model."""
-    hf_checkpoint.save_hf(model(), tmp_path, max_shard_bytes=20_000)
+    hf_writer.save_hf(model(), tmp_path, max_shard_bytes=20_000)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     last = sorted(set(index["weight_map"].values()))[-1]
     from safetensors.torch import load_file, save_file
@@ -135,7 +135,7 @@ def test_never_a_half_loaded_model(tmp_path, monkeypatch):
     tensors[key] = torch.zeros(3, 3)
     save_file(tensors, str(tmp_path / last), metadata={"format": "pt"})
     put = []
-    monkeypatch.setattr(hf_checkpoint, "put_tensor", lambda *a, **k: put.append(a[1]))
+    monkeypatch.setattr(hf_reader, "put_tensor", lambda *a, **k: put.append(a[1]))
     with pytest.raises(CheckpointError, match=r"has shape \(3, 3\)"):
         load_model(tmp_path)
     assert put == []
@@ -157,10 +157,10 @@ def file_mappings(path: Path) -> list[tuple[int, int]]:
 def test_own_dtype_loading_assigns_the_mapped_file_and_converting_copies(tmp_path, fmt):
     m = model().to(torch.bfloat16)
     if fmt == "meta":
-        meta_checkpoint.save_meta(m, tmp_path)
+        meta_format.save_meta(m, tmp_path)
         path = tmp_path / "consolidated.00.pth"
     else:
-        hf_checkpoint.save_hf(m, tmp_path)
+        hf_writer.save_hf(m, tmp_path)
         path = tmp_path / "model.safetensors"
     loaded = load_model(tmp_path)
     ranges = file_mappings(path)
@@ -179,11 +179,11 @@ def test_own_dtype_loading_assigns_the_mapped_file_and_converting_copies(tmp_pat
 
 @pytest.mark.parametrize("fmt", ["meta", "llama2c-pt"])
 def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path, fmt, capsys):
-    from llama_from_scratch.cli import main
+    from llama_from_scratch.cli.main import main
 
     marker = tmp_path / "pwned"
     if fmt == "meta":
-        meta_checkpoint.save_meta(model(), tmp_path / "ckpt")
+        meta_format.save_meta(model(), tmp_path / "ckpt")
         torch.save(malicious_state_dict(marker), tmp_path / "ckpt" / "consolidated.00.pth")
         path = tmp_path / "ckpt"
     else:
@@ -196,7 +196,7 @@ def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path, fmt, capsy
 
 
 def test_unknown_params_json_settings_are_refused_not_ignored(tmp_path):
-    meta_checkpoint.save_meta(model(), tmp_path)
+    meta_format.save_meta(model(), tmp_path)
     params = json.loads((tmp_path / "params.json").read_text())
     (tmp_path / "params.json").write_text(json.dumps({**params, "use_scaled_rope": True}))
     with pytest.raises(CheckpointError, match=r"does not handle: \['use_scaled_rope'\]"):

@@ -9,9 +9,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from tools.exercises import (
-    grading_problems, learner_notebook, learner_path, render, run_nbval, stale_learner_notebooks, strip_solutions,
-)
+from tools.exercises import (grading_problems, learner_notebook, learner_path, render, run_nbval,
+                             stale_learner_notebooks, strip_solutions)
 from tools.notebooks import ROOT, solution_notebooks
 
 SOLUTIONS = solution_notebooks()

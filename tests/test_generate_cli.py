@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from llama_from_scratch import data
-from llama_from_scratch.cli import main
-from llama_from_scratch.generation import generate
-from llama_from_scratch.llama2c import load_bin
-from llama_from_scratch.tokenizer import Llama2cTokenizer
+from llama_from_scratch import datafiles
+from llama_from_scratch.checkpoints.llama2c import load_bin
+from llama_from_scratch.cli.main import main
+from llama_from_scratch.inference.generation import generate
+from llama_from_scratch.tokenizer.llama2c import Llama2cTokenizer
 
-CKPT = str(data.path("stories260K/stories260K.bin"))
-TOK = str(data.path("stories260K/tok512.bin"))
+CKPT = str(datafiles.path("stories260K/stories260K.bin"))
+TOK = str(datafiles.path("stories260K/tok512.bin"))
 STOP = [1, 2]
 
 
@@ -23,7 +23,7 @@ def stories():
 
 
 def run_cli(*args):
-    env = {**os.environ, "LLAMA_DATA_DIR": str(data.data_dir())}
+    env = {**os.environ, "LLAMA_DATA_DIR": str(datafiles.data_dir())}
     return subprocess.run([sys.executable, "-m", "llama_from_scratch", "generate", "--checkpoint", CKPT, *args],
                           capture_output=True, text=True, env=env, timeout=120)
 

@@ -4,17 +4,17 @@ import pytest
 import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from llama_from_scratch import data
-from llama_from_scratch.config import preset
-from llama_from_scratch.generation import (generate, sample_next, stream, stream_text, top_k_filter,
-                                           top_p_filter)
-from llama_from_scratch.llama2c import load_bin
-from llama_from_scratch.model import Transformer
+from llama_from_scratch import datafiles
+from llama_from_scratch.checkpoints.llama2c import load_bin
+from llama_from_scratch.inference.generation import generate, stream, stream_text
+from llama_from_scratch.inference.sampling import sample_next, top_k_filter, top_p_filter
+from llama_from_scratch.model.config import preset
+from llama_from_scratch.model.transformer import Transformer
 
 
 @pytest.fixture(scope="module")
 def stories():
-    return load_bin(data.path("stories260K/stories260K.bin"))
+    return load_bin(datafiles.path("stories260K/stories260K.bin"))
 
 
 def random_model(seed=0, **overrides):
@@ -168,7 +168,7 @@ def test_prompt_longer_than_context_names_the_limit(stories):
 def test_stream_text_equals_decoding_all_at_once():
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_file=str(data.path("llama2_tokenizer.model")))
+    sp = spm.SentencePieceProcessor(model_file=str(datafiles.path("llama2_tokenizer.model")))
     text = "Héllo wörld, 世界 🙂!\n  Two  spaces and ŝtrange çharacters — ok."
     ids = sp.encode(text)
     assert any(sp.id_to_piece(i).startswith("<0x") for i in ids)  # byte-fallback pieces are in play

@@ -5,21 +5,22 @@ import struct
 import pytest
 import torch
 
-from llama_from_scratch import data
-from llama_from_scratch.checkpoint import load_checkpoint
-from llama_from_scratch.config import preset
-from llama_from_scratch.generation import generate
-from llama_from_scratch.hf_convert import to_hf_model
-from llama_from_scratch.llama2c import CheckpointError, load_bin, load_pt, save_bin
-from llama_from_scratch.rope import precompute_freqs
-from llama_from_scratch.tokenizer import Llama2cTokenizer
+from llama_from_scratch import datafiles
+from llama_from_scratch.checkpoints.errors import CheckpointError
+from llama_from_scratch.checkpoints.hf_reference import to_hf_model
+from llama_from_scratch.checkpoints.llama2c import load_bin, load_pt, save_bin
+from llama_from_scratch.checkpoints.load import load_model
+from llama_from_scratch.inference.generation import generate
+from llama_from_scratch.model.config import preset
+from llama_from_scratch.model.rope import precompute_freqs
+from llama_from_scratch.tokenizer.llama2c import Llama2cTokenizer
 
 STORIES = "stories260K/stories260K.bin"
 
 
 @pytest.fixture(scope="module")
 def stories():
-    return load_bin(data.path(STORIES))
+    return load_bin(datafiles.path(STORIES))
 
 
 def test_stories260k_header_and_weights(stories):
@@ -29,14 +30,14 @@ def test_stories260k_header_and_weights(stories):
     assert args.tie_embeddings and stories.output.weight is stories.tok_embeddings.weight
     assert args == preset("stories260K")
     # The first embedding row is the first 64 floats after the 28-byte header.
-    raw = data.path(STORIES).read_bytes()
+    raw = datafiles.path(STORIES).read_bytes()
     first = torch.tensor(struct.unpack_from("<64f", raw, 28))
     assert torch.equal(stories.tok_embeddings.weight[0], first)
 
 
 def test_stories260k_stored_rope_tables_equal_ours():
     """The file also stores llama2.c's freqs_cos / freqs_sin: our precompute_freqs gives the same bits."""
-    raw = data.path(STORIES).read_bytes()
+    raw = datafiles.path(STORIES).read_bytes()
     n = 512 * 4  # max_seq_len x head_dim / 2
     tail = torch.frombuffer(bytearray(raw[-2 * n * 4:]), dtype=torch.float32)
     cos, sin = precompute_freqs(8, 512)
@@ -45,11 +46,11 @@ def test_stories260k_stored_rope_tables_equal_ours():
 
 def test_save_bin_writes_back_the_identical_file(stories, tmp_path):
     save_bin(stories, tmp_path / "copy.bin")
-    assert (tmp_path / "copy.bin").read_bytes() == data.path(STORIES).read_bytes()
+    assert (tmp_path / "copy.bin").read_bytes() == datafiles.path(STORIES).read_bytes()
 
 
 def test_stories260k_tells_a_story(stories):
-    tokenizer = Llama2cTokenizer.from_file(data.path("stories260K/tok512.bin"))
+    tokenizer = Llama2cTokenizer.from_file(datafiles.path("stories260K/tok512.bin"))
     ids = generate(stories, [[1]], max_new_tokens=120, temperature=0.0, stop_ids=[1])[0]
     text = tokenizer.decode(ids, prev_token=1)  # as llama2.c's run.c prints it after BOS
     words = text.replace(",", " ").replace(".", " ").replace('"', " ").split()
@@ -73,7 +74,7 @@ def test_stories260k_logits_equal_transformers(stories):
 # --- bad checkpoints --------------------------------------------------------------------------
 
 def test_truncated_file_names_header_and_size(tmp_path):
-    raw = data.path(STORIES).read_bytes()
+    raw = datafiles.path(STORIES).read_bytes()
     bad = tmp_path / "cut.bin"
     bad.write_bytes(raw[:-100])
     with pytest.raises(CheckpointError) as err:
@@ -84,10 +85,10 @@ def test_truncated_file_names_header_and_size(tmp_path):
 
 def test_header_that_contradicts_the_expected_config(tmp_path):
     with pytest.raises(CheckpointError) as err:
-        load_bin(data.path(STORIES), expected=preset("stories260K", n_layers=6))
+        load_bin(datafiles.path(STORIES), expected=preset("stories260K", n_layers=6))
     assert "n_layers=5" in str(err.value) and "n_layers=6" in str(err.value)
     bad = tmp_path / "hdr.bin"
-    raw = bytearray(data.path(STORIES).read_bytes())
+    raw = bytearray(datafiles.path(STORIES).read_bytes())
     raw[8:12] = struct.pack("<i", 6)  # header says 6 layers, the tensors are for 5
     bad.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="n_layers=6"):
@@ -106,11 +107,11 @@ def test_other_bad_files(tmp_path):
         load_bin(tmp_path / "heads.bin")
     (tmp_path / "x.gguf").write_bytes(b"")
     with pytest.raises(CheckpointError, match="unknown checkpoint format"):
-        load_checkpoint(tmp_path / "x.gguf")
+        load_model(tmp_path / "x.gguf")
     with pytest.raises(CheckpointError, match="directory"):
-        load_checkpoint(tmp_path)
+        load_model(tmp_path)
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.bin")
+        load_model(tmp_path / "missing.bin")
 
 
 # --- llama2.c .pt training checkpoints ---------------------------------------------------------
@@ -136,11 +137,11 @@ def write_llama2c_ckpt(model, path, compiled=False):
 
 @pytest.mark.parametrize("tied, compiled", [(True, False), (False, True)])
 def test_load_pt_training_checkpoint(tmp_path, tied, compiled):
-    from llama_from_scratch.model import Transformer
+    from llama_from_scratch.model.transformer import Transformer
     torch.manual_seed(0)
     model = Transformer(preset("tiny", tie_embeddings=tied))
     write_llama2c_ckpt(model, tmp_path / "ckpt.pt", compiled)
-    loaded = load_checkpoint(tmp_path / "ckpt.pt")
+    loaded = load_model(tmp_path / "ckpt.pt")
     assert loaded.args.tie_embeddings == tied
     assert (loaded.output.weight is loaded.tok_embeddings.weight) == tied
     tokens = torch.randint(0, 512, (2, 9))

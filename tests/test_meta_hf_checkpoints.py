@@ -12,14 +12,14 @@ import json
 
 import pytest
 import torch
-
-from llama_from_scratch import hf_checkpoint, meta_checkpoint
-from llama_from_scratch.config import ModelArgs
-from llama_from_scratch.hf_convert import to_hf_model
-from llama_from_scratch.llama2c import CheckpointError
-from llama_from_scratch.loading import detect_format, load_model, read_args
-from llama_from_scratch.model import Transformer
 from model_fixtures import randomised
+
+from llama_from_scratch.checkpoints import hf_writer, meta_format, model_parallel
+from llama_from_scratch.checkpoints.errors import CheckpointError
+from llama_from_scratch.checkpoints.hf_reference import to_hf_model
+from llama_from_scratch.checkpoints.load import detect_format, load_model, read_args
+from llama_from_scratch.model.config import ModelArgs
+from llama_from_scratch.model.transformer import Transformer
 
 GQA = ModelArgs(dim=64, n_layers=2, n_heads=8, n_kv_heads=4, vocab_size=100, multiple_of=32, max_seq_len=4096)
 MHA = ModelArgs(dim=64, n_layers=2, n_heads=4, vocab_size=96, multiple_of=32, rope_theta=500000.0,
@@ -43,7 +43,7 @@ def test_shard_dims_follow_metas_parallel_layers():
             "layers.0.feed_forward.w1.weight": 0, "layers.0.feed_forward.w2.weight": 1,
             "layers.0.feed_forward.w3.weight": 0, "layers.0.attention_norm.weight": None,
             "layers.0.ffn_norm.weight": None}
-    assert {k: meta_checkpoint.shard_dim(k) for k in want} == want
+    assert {k: model_parallel.shard_dim(k) for k in want} == want
 
 
 def write_hand_cut_shards(model: Transformer, directory, n: int) -> None:
@@ -90,7 +90,7 @@ def test_hand_cut_meta_shards_merge_to_the_original(tmp_path, args, n):
 
 def test_meta_writer_matches_metas_params_json_and_layout(tmp_path):
     model = randomised(GQA)
-    paths = meta_checkpoint.save_meta(model, tmp_path / "m", n_shards=2)
+    paths = meta_format.save_meta(model, tmp_path / "m", n_shards=2)
     assert [p.name for p in paths] == ["consolidated.00.pth", "consolidated.01.pth"]
     params = json.loads((tmp_path / "m" / "params.json").read_text())
     assert params == {"dim": 64, "multiple_of": 32, "n_heads": 8, "n_layers": 2, "norm_eps": 1e-05,
@@ -102,7 +102,7 @@ def test_meta_writer_matches_metas_params_json_and_layout(tmp_path):
     torch.testing.assert_close(shard["layers.0.feed_forward.w2.weight"],
                                sd["layers.0.feed_forward.w2.weight"][:, 96:], atol=0, rtol=0)
     assert "rope.freqs" in shard
-    mha_params = meta_checkpoint.args_to_params(ModelArgs(dim=4096, n_layers=32, n_heads=32))
+    mha_params = meta_format.args_to_params(ModelArgs(dim=4096, n_layers=32, n_heads=32))
     assert mha_params == {"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05,
                           "vocab_size": -1}  # LLaMA 2 7B's params.json, byte for byte in content
 
@@ -110,9 +110,9 @@ def test_meta_writer_matches_metas_params_json_and_layout(tmp_path):
 def test_meta_to_hf_to_meta_is_bit_exact(tmp_path):
     args = dataclasses.replace(GQA, multiple_of=256)  # LLaMA 2's: HF keeps only the result, 256
     model = randomised(args, dtype=torch.bfloat16)
-    meta_checkpoint.save_meta(model, tmp_path / "a", n_shards=2)
-    hf_checkpoint.save_hf(load_model(tmp_path / "a"), tmp_path / "hf", max_shard_bytes=40_000)
-    meta_checkpoint.save_meta(load_model(tmp_path / "hf"), tmp_path / "b", n_shards=2)
+    meta_format.save_meta(model, tmp_path / "a", n_shards=2)
+    hf_writer.save_hf(load_model(tmp_path / "a"), tmp_path / "hf", max_shard_bytes=40_000)
+    meta_format.save_meta(load_model(tmp_path / "hf"), tmp_path / "b", n_shards=2)
     for name in ("consolidated.00.pth", "consolidated.01.pth"):
         a = torch.load(tmp_path / "a" / name, weights_only=True)
         b = torch.load(tmp_path / "b" / name, weights_only=True)
@@ -132,7 +132,7 @@ def test_hf_writer_loads_in_transformers_with_the_same_logits(tmp_path, kind):
     args = ModelArgs(dim=32, n_layers=2, n_heads=4, vocab_size=50, multiple_of=8, max_seq_len=64,
                      tie_embeddings=True) if kind == "tied" else MHA
     model = randomised(args)
-    files = hf_checkpoint.save_hf(model, tmp_path, max_shard_bytes=30_000 if kind == "sharded" else None,
+    files = hf_writer.save_hf(model, tmp_path, max_shard_bytes=30_000 if kind == "sharded" else None,
                                   safe=kind != "bin")
     assert len(files) > 2 if kind == "sharded" else len(files) == 1
     hf = LlamaForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
@@ -159,7 +159,7 @@ def test_reads_a_directory_written_by_transformers(tmp_path, max_shard_size):
 
 
 def test_rope_theta_in_transformers_4_and_5_configs(tmp_path):
-    hf_checkpoint.save_hf(randomised(MHA), tmp_path)
+    hf_writer.save_hf(randomised(MHA), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 500000.0
     for variant, theta in [("4.x", 500000.0), ("5.x", 500000.0), ("old", 10000.0)]:
@@ -179,7 +179,7 @@ def test_rope_theta_in_transformers_4_and_5_configs(tmp_path):
 def test_old_bin_checkpoints_with_rotary_inv_freq_load(tmp_path):
     """2023-era pytorch_model-*.bin files also hold rotary_emb.inv_freq buffers."""
     model = randomised(GQA)
-    hf_checkpoint.save_hf(model, tmp_path, safe=False)
+    hf_writer.save_hf(model, tmp_path, safe=False)
     sd = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
     sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.rand(4)
     torch.save(sd, tmp_path / "pytorch_model.bin")
@@ -193,10 +193,10 @@ def test_safetensors_refuses_shared_tensors_so_tied_and_view_weights_are_written
     with pytest.raises(RuntimeError, match="share memory"):
         save_file({"a": t, "b": t}, str(tmp_path / "x.safetensors"))
     # stories260K from llama2.c: tied, and every tensor is a view of one buffer.
-    from llama_from_scratch import data
+    from llama_from_scratch import datafiles
 
-    stories = load_model(data.path("stories260K/stories260K.bin"))
-    hf_checkpoint.save_hf(stories, tmp_path / "hf")
+    stories = load_model(datafiles.path("stories260K/stories260K.bin"))
+    hf_writer.save_hf(stories, tmp_path / "hf")
     reloaded = load_model(tmp_path / "hf")
     assert reloaded.output.weight is reloaded.tok_embeddings.weight
     assert_same_weights(reloaded, stories)
@@ -204,8 +204,8 @@ def test_safetensors_refuses_shared_tensors_so_tied_and_view_weights_are_written
 
 def test_dtype_and_device_arguments_convert(tmp_path):
     model = randomised(GQA, dtype=torch.bfloat16)
-    meta_checkpoint.save_meta(model, tmp_path / "m", n_shards=2)
-    hf_checkpoint.save_hf(model, tmp_path / "h")
+    meta_format.save_meta(model, tmp_path / "m", n_shards=2)
+    hf_writer.save_hf(model, tmp_path / "h")
     for path in (tmp_path / "m", tmp_path / "h"):
         loaded = load_model(path, device="cpu", dtype="float32")
         assert {p.dtype for p in loaded.parameters()} == {torch.float32}

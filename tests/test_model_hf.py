@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-
-from llama_from_scratch.config import ModelArgs
-from llama_from_scratch.hf_convert import (from_hf_config, from_hf_model, to_hf_config, to_hf_model)
 from model_fixtures import randomised
+
+from llama_from_scratch.checkpoints.hf_config import from_hf_config, to_hf_config
+from llama_from_scratch.checkpoints.hf_reference import from_hf_model, to_hf_model
+from llama_from_scratch.model.config import ModelArgs
 
 CONFIGS = {
     "gqa": ModelArgs(dim=64, n_layers=3, n_heads=8, n_kv_heads=2, vocab_size=97, hidden_dim=96,

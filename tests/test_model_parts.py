@@ -5,14 +5,14 @@ import torch
 from transformers import LlamaConfig
 from transformers.models.llama import modeling_llama as hf_llama
 
-from llama_from_scratch.attention import Attention, attend_explicit, attend_sdpa, repeat_kv
-from llama_from_scratch.config import PRESETS, ModelArgs, preset
-from llama_from_scratch.feedforward import FeedForward, llama_hidden_dim
-from llama_from_scratch.hf_convert import to_hf_config
-from llama_from_scratch.model import count_parameters, parameter_breakdown
-from llama_from_scratch.rmsnorm import RMSNorm
-from llama_from_scratch.rope import (apply_rope, apply_rope_complex, apply_rope_rotate_half,
-                                     permute_to_adjacent, permute_to_rotate_half, precompute_freqs)
+from llama_from_scratch.checkpoints.hf_config import to_hf_config
+from llama_from_scratch.model.attention import Attention, attend_explicit, attend_sdpa, repeat_kv
+from llama_from_scratch.model.config import PRESETS, ModelArgs, preset
+from llama_from_scratch.model.feedforward import FeedForward, llama_hidden_dim
+from llama_from_scratch.model.parameters import count_parameters, parameter_breakdown
+from llama_from_scratch.model.rmsnorm import RMSNorm
+from llama_from_scratch.model.rope import (apply_rope, apply_rope_complex, apply_rope_rotate_half,
+                                           permute_to_adjacent, permute_to_rotate_half, precompute_freqs)
 
 ATOL = RTOL = 1e-5
 
@@ -204,7 +204,7 @@ def test_attention_equals_hf_llama_attention():
 
 
 def test_rope_tables_stay_float32_in_a_bfloat16_model():
-    from llama_from_scratch.model import Transformer
+    from llama_from_scratch.model.transformer import Transformer
     torch.manual_seed(0)
     model = Transformer(preset("tiny")).eval()
     tokens = torch.randint(0, 512, (2, 20))

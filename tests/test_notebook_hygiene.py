@@ -6,10 +6,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from tools.notebooks import (
-    ROOT, book_notebooks, learner_notebooks, repository_url, setup_cell_problems, setup_cell_source,
-    solution_notebooks, stored_output_problems, toc_files,
-)
+from tools.notebooks import (ROOT, book_notebooks, learner_notebooks, repository_url, setup_cell_problems,
+                             setup_cell_source, solution_notebooks, stored_output_problems, toc_files)
 
 ALL_NOTEBOOKS = book_notebooks() + learner_notebooks() + solution_notebooks()
 

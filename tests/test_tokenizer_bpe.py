@@ -3,16 +3,15 @@
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from llama_from_scratch import data
+from llama_from_scratch import datafiles
 from llama_from_scratch.tokenizer import bpe_basic, bpe_fast
 
 
 @pytest.fixture(scope="module")
 def shakespeare():
-    return data.path("tinyshakespeare.txt").read_text(encoding="utf-8")
+    return datafiles.path("tinyshakespeare.txt").read_text(encoding="utf-8")
 
 
 def test_merges_by_hand():

@@ -2,14 +2,14 @@
 
 import pytest
 
-from llama_from_scratch import data
-from llama_from_scratch.tokenizer import SentencePieceBPE, encode_dialog
-from llama_from_scratch.tokenizer.chat import dialog_segments
+from llama_from_scratch import datafiles
+from llama_from_scratch.tokenizer.chat import dialog_segments, encode_dialog
+from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return SentencePieceBPE.from_file(data.path("llama2_tokenizer.model"))
+    return SentencePieceBPE.from_file(datafiles.path("llama2_tokenizer.model"))
 
 
 def ids_of(tok, pieces):

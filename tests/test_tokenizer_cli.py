@@ -8,14 +8,14 @@ import sys
 import pytest
 import sentencepiece as spm
 
-from llama_from_scratch import data
+from llama_from_scratch import datafiles
 
 CMD = [sys.executable, "-m", "llama_from_scratch", "tokenize"]
 
 
 @pytest.fixture(scope="module")
 def model():
-    return str(data.path("llama2_tokenizer.model"))
+    return str(datafiles.path("llama2_tokenizer.model"))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_decode_plain(model):
 
 
 def test_llama2c_bin_tokenizer():
-    path = str(data.path("stories260K/tok512.bin"))
+    path = str(datafiles.path("stories260K/tok512.bin"))
     got = tokenize(["--tokenizer", path, "--bos"], b"Once upon a time\n")
     assert got.stdout == b"1 403 407 261 378\n"
     back = tokenize(["--tokenizer", path, "--decode"], b"403 407 261 378\n")

@@ -3,21 +3,24 @@
 import pytest
 import sentencepiece as spm
 
-from llama_from_scratch import data
-from llama_from_scratch.tokenizer import Llama2cTokenizer, ModelFormatError, TokenizerInputError, load_tokenizer
+from llama_from_scratch import datafiles
+from llama_from_scratch.tokenizer.checks import TokenizerInputError
+from llama_from_scratch.tokenizer.llama2c import Llama2cTokenizer
+from llama_from_scratch.tokenizer.load import load_tokenizer
+from llama_from_scratch.tokenizer.protobuf_wire import ModelFormatError
 from llama_from_scratch.tokenizer.sentencepiece_model import serialize_model
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return Llama2cTokenizer.from_file(data.path("stories260K/tok512.bin"))
+    return Llama2cTokenizer.from_file(datafiles.path("stories260K/tok512.bin"))
 
 
 def test_file_contents(tok):
     assert tok.vocab_size == 512 and tok.max_token_length == 7
     assert tok.vocab[:3] == [b"<unk>", b"\n<s>\n", b"\n</s>\n"]
     assert tok.vocab[3] == b"<0x00>" and tok.vocab[258] == b"<0xFF>"
-    assert isinstance(load_tokenizer(data.path("stories260K/tok512.bin")), Llama2cTokenizer)
+    assert isinstance(load_tokenizer(datafiles.path("stories260K/tok512.bin")), Llama2cTokenizer)
 
 
 def test_hand_derived_ids(tok):
@@ -36,7 +39,7 @@ def test_encode_matches_sentencepiece_on_the_same_vocabulary(tok):
     # run.c's quadratic loop and sentencepiece's priority queue merge the same pairs in the same
     # order (best score, then leftmost); check it with the real library on tok512 as a .model.
     sp = spm.SentencePieceProcessor(model_proto=serialize_model(tok.to_sentencepiece_model()))
-    text = data.path("tinyshakespeare.txt").read_text(encoding="utf-8")
+    text = datafiles.path("tinyshakespeare.txt").read_text(encoding="utf-8")
     lines = text.split("\n")[:400] + ["", " ", "  two  spaces", "Tab\there", "caf\u00e9 \u4f60\u597d \U0001f600", "123 456"]
     for line in lines:
         ids = tok.encode(line, bos=True)

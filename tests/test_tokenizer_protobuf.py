@@ -4,14 +4,8 @@ import struct
 
 import pytest
 
-from llama_from_scratch.tokenizer.protobuf_wire import (
-    Message,
-    ModelFormatError,
-    read_fields,
-    read_varint,
-    write_fields,
-    write_varint,
-)
+from llama_from_scratch.tokenizer.protobuf_wire import (Message, ModelFormatError, read_fields, read_varint,
+                                                        write_fields, write_varint)
 
 
 def test_varints():

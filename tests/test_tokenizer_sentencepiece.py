@@ -4,22 +4,19 @@ import random
 
 import pytest
 import sentencepiece as spm
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from llama_from_scratch import data
-from llama_from_scratch.tokenizer.sentencepiece_bpe import (
-    SentencePieceBPE,
-    TokenizerInputError,
-    bpe_merge,
-    decode_utf8_like_sentencepiece,
-)
-from llama_from_scratch.tokenizer.sentencepiece_model import ModelFormatError, parse_model, read_model, serialize_model
+from llama_from_scratch import datafiles
+from llama_from_scratch.tokenizer.checks import TokenizerInputError
+from llama_from_scratch.tokenizer.protobuf_wire import ModelFormatError
+from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE, decode_utf8_like_sentencepiece
+from llama_from_scratch.tokenizer.sentencepiece_merge import bpe_merge
+from llama_from_scratch.tokenizer.sentencepiece_model import parse_model, read_model, serialize_model
 
 
 @pytest.fixture(scope="module")
 def model_path():
-    return data.path("llama2_tokenizer.model")
+    return datafiles.path("llama2_tokenizer.model")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +31,7 @@ def ours(model_path):
 
 @pytest.fixture(scope="module")
 def shakespeare():
-    return data.path("tinyshakespeare.txt").read_text(encoding="utf-8")
+    return datafiles.path("tinyshakespeare.txt").read_text(encoding="utf-8")
 
 
 CASES = [

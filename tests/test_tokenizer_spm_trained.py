@@ -9,11 +9,10 @@ import io
 
 import pytest
 import sentencepiece as spm
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from llama_from_scratch import data
-from llama_from_scratch.tokenizer import SentencePieceBPE
+from llama_from_scratch import datafiles
+from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
 from llama_from_scratch.tokenizer.sentencepiece_model import parse_model
 
 VARIANTS = {
@@ -29,7 +28,7 @@ TEXTS = st.text(alphabet=st.sampled_from(list("  \t\n\u2581ab.Th e\u00e9\u4f60\U
 
 @pytest.fixture(scope="module")
 def lines():
-    return data.path("tinyshakespeare.txt").read_text(encoding="utf-8").splitlines()[:6000]
+    return datafiles.path("tinyshakespeare.txt").read_text(encoding="utf-8").splitlines()[:6000]
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))

@@ -3,15 +3,16 @@
 import pytest
 import sentencepiece as spm
 
-from llama_from_scratch import data
-from llama_from_scratch.tokenizer import SentencePieceBPE, read_model, write_model
-from llama_from_scratch.tokenizer.sentencepiece_model import PieceType, serialize_model
+from llama_from_scratch import datafiles
+from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
+from llama_from_scratch.tokenizer.sentencepiece_model import (PieceType, read_model, serialize_model,
+                                                              write_model)
 from llama_from_scratch.tokenizer.sentencepiece_trainer import train
 
 
 @pytest.fixture(scope="module")
 def shakespeare():
-    return data.path("tinyshakespeare.txt").read_text(encoding="utf-8")
+    return datafiles.path("tinyshakespeare.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

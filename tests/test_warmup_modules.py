@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama_from_scratch.masks import additive_mask, causal_mask
-from llama_from_scratch.softmax import naive_softmax, softmax
+from llama_from_scratch.model.masks import additive_mask, causal_mask
+from llama_from_scratch.model.softmax import naive_softmax, softmax
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -22,6 +22,7 @@ import nbformat
 
 from tools.notebooks import ROOT, book_notebooks, execute_notebook, toc_files
 
+
 def stage(staged: Path) -> None:
     if staged.exists():
         shutil.rmtree(staged)

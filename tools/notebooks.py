@@ -44,7 +44,7 @@ def setup_cell_source() -> str:
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q",\n'
         f'                    "llama-from-scratch @ git+{repo["url"]}@{repo["branch"]}"], check=True)\n'
         "    importlib.invalidate_caches()\n"
-        "from llama_from_scratch.notebook import setup\n"
+        "from llama_from_scratch.notebook.setup_cell import setup\n"
         "setup()"
     )
 

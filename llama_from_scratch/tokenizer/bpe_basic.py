@@ -11,6 +11,8 @@ counts, the smallest pair (left id first, then right id).
 
 This trainer recounts every pair of the whole corpus after each merge: quadratic, fine for a few
 thousand characters. bpe_fast.py gives the same merges on all of Shakespeare.
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ The best pair is found with a max-heap of (-count, pair) entries. A count that g
 holding the new symbol can grow) is pushed again; an entry whose count has fallen is re-pushed with
 its current count when popped (lazy update). So every pair has an entry at least as high as its
 count, and a popped entry whose count is current is the true best pair.
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ encoded on its own, so each gets its own dummy-prefix space.
 
 Like Meta's code, a message containing the tags themselves is refused (Meta answers "Error: special
 tags are not allowed as part of the prompt."; we raise an error saying so).
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Input checks shared by the tokenizers: text must be encodable, ids must be in range."""
+"""Input checks shared by the tokenizers: text must be encodable, ids must be in range.
+
+Chapter: tokenizer.
+"""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ run.c's encode works on bytes and is a simpler, quadratic cousin of SentencePiec
 each UTF-8 character (byte fallback to id byte+3 when it is not a token), then repeatedly merge the
 adjacent pair whose concatenation is a token with the highest score (the leftmost on ties), until
 none is. Not handled: tokens without a score above -1e10 never merge, as in run.c.
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ A varint stores 7 bits per byte, low bits first; a set high bit means "more byte
 
 Not handled: the deprecated group wire types 3 and 4 (SentencePiece never uses them), packed
 repeated fields (read as plain bytes).
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

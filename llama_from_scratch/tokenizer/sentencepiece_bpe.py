@@ -21,6 +21,8 @@ the model's pieces and falls back to encoding the text whole when it does not ho
 Not handled (a clear error at load time): normalizers other than "identity" (e.g. nmt_nfkc with its
 precompiled character map), user-defined pieces. Also not handled: UNUSED pieces (treated like
 normal pieces), sampling (BPE dropout), n-best encoding.
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

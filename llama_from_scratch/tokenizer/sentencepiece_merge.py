@@ -1,4 +1,7 @@
-"""The heart of SentencePiece's BPE encoder: merge the best-scoring adjacent pair, again and again."""
+"""The heart of SentencePiece's BPE encoder: merge the best-scoring adjacent pair, again and again.
+
+Chapter: tokenizer.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ A `.model` file is one serialized `ModelProto` message (sentencepiece_model.prot
 
 protobuf_wire.py reads the records; every record is kept, so `write_model(read_model(path))` gives
 the same bytes back for files written by protobuf's C++ serializer (fields in increasing number order).
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ pieces, characters. The normalizer is "identity" (no NFKC), with the dummy prefi
 
 Not the same merges as sentencepiece's own trainer (which also splits by Unicode script and
 numbers, and counts differently); the point is the file format and the encoder, which agree exactly.
+
+Chapter: tokenizer.
 """
 
 from __future__ import annotations

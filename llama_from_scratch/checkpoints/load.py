@@ -1,0 +1,106 @@
+"""One function for every checkpoint format: `load_model(path, device=..., dtype=...)`.
+
+The format is recognised from what is on disk:
+
+    directory with params.json      Meta's consolidated.NN.pth             (meta_format)
+    directory with config.json      Hugging Face safetensors/bin           (hf_reader)
+    file ending in .bin / .pt       llama2.c export / training checkpoint  (llama2c)
+
+`read_args(path)` gives the architecture without loading any weights, so a memory
+account (`inference.memory`) can be printed before committing gigabytes.
+
+Chapter: real_weights.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from llama_from_scratch.checkpoints.assign import finish
+from llama_from_scratch.checkpoints.dtypes import parse_dtype
+from llama_from_scratch.checkpoints.errors import CheckpointError
+from llama_from_scratch.model.config import ModelArgs
+from llama_from_scratch.model.transformer import Transformer
+
+
+def detect_format(path: str | Path) -> str:
+    """"meta", "hf", "llama2c-bin" or "llama2c-pt"; `CheckpointError` saying what was expected."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        if (path / "params.json").is_file():
+            return "meta"
+        if (path / "config.json").is_file():
+            return "hf"
+        raise CheckpointError(f"{path} is a directory without params.json (Meta's format) or config.json "
+                              "(Hugging Face's format): point at the folder that holds the weights")
+    if path.suffix == ".bin":
+        return "llama2c-bin"
+    if path.suffix == ".pt":
+        return "llama2c-pt"
+    raise CheckpointError(f"{path}: unknown checkpoint format {path.suffix!r}; handled: a Meta directory "
+                          "(params.json), a Hugging Face directory (config.json), llama2.c .bin or .pt")
+
+
+def read_args(path: str | Path) -> ModelArgs:
+    """The model's architecture, read without loading weights."""
+    from llama_from_scratch.checkpoints import hf_config, llama2c, meta_format
+
+    kind = detect_format(path)
+    if kind == "meta":
+        return meta_format.read_meta_args(path)
+    if kind == "hf":
+        return hf_config.read_hf_args(path)
+    if kind == "llama2c-bin":
+        return llama2c.header_args(llama2c.read_header(path))
+    return _load_pt(path).args  # small files: reading it whole is fine
+
+
+def read_dtype(path: str | Path) -> torch.dtype:
+    """The dtype the weights are stored in (one small tensor is read, memory-mapped)."""
+    from llama_from_scratch.checkpoints import hf_reader, meta_format
+    from llama_from_scratch.checkpoints.safe_load import torch_load
+
+    kind = detect_format(path)
+    if kind == "meta":
+        tensors = torch_load(meta_format.shard_paths(path)[0])
+        return tensors.get("norm.weight", next(iter(tensors.values()))).dtype
+    if kind == "hf":
+        files, _ = hf_reader.weight_files(path)
+        first = hf_reader.open_weights(files[0])
+        key = next(k for k in first.shapes if not k.endswith(hf_reader.IGNORED_SUFFIXES))
+        return first.get(key).dtype
+    return torch.float32  # llama2.c files
+
+
+def load_model(path: str | Path, device: torch.device | str | None = None,
+               dtype: torch.dtype | str | None = None, progress: bool = False) -> Transformer:
+    """A `Transformer` in eval mode from any handled checkpoint, on `device` (default CPU),
+    in `dtype` (default: as stored; llama2.c files are float32)."""
+    from llama_from_scratch.checkpoints import hf_reader, llama2c, meta_format
+
+    dtype = parse_dtype(dtype)
+    device = torch.device(device) if device is not None else None
+    kind = detect_format(path)
+    if kind == "meta":
+        return meta_format.load_meta(path, device, dtype, progress=progress)
+    if kind == "hf":
+        return hf_reader.load_hf(path, device, dtype, progress=progress)
+    model = llama2c.load_bin(path) if kind == "llama2c-bin" else _load_pt(path)
+    return finish(model.to(device=device, dtype=dtype), device)  # RoPE tables back to float32
+
+
+def _load_pt(path: str | Path) -> Transformer:
+    """llama2.c's training checkpoint; a refused pickle becomes a `CheckpointError` that says why."""
+    from llama_from_scratch.checkpoints import llama2c
+
+    try:
+        return llama2c.load_pt(path)
+    except pickle.UnpicklingError as err:  # weights_only=True refused it
+        raise CheckpointError(f"refusing to load {path}: it holds pickled objects other than tensors, "
+                              "which could run code on your machine, so weights_only=True rejected it. "
+                              "Use a checkpoint from a source you trust.") from err

@@ -1,0 +1,94 @@
+"""Command-line options shared by `generate` and `chat`: which checkpoint, device, dtype.
+
+`load_model_for_cli` prints the memory account (weights + KV cache) on stderr *before*
+loading, so a reader sees whether the model fits before waiting for gigabytes to load.
+
+Chapter: real_weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llama_from_scratch.cli.main import CLIError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a Meta directory (params.json + consolidated.*.pth), a Hugging Face directory "
+                             "(config.json + *.safetensors or pytorch_model*.bin), or a llama2.c .bin/.pt file")
+    parser.add_argument("--tokenizer", metavar="PATH",
+                        help="SentencePiece .model or llama2.c tokenizer.bin (default: tokenizer.model in the "
+                             "checkpoint directory or beside it)")
+    parser.add_argument("--device", default="auto", metavar="DEV",
+                        help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                        help="weights' dtype (default: as stored, Meta's bfloat16 or Hugging Face's float16; "
+                             "bfloat16 becomes float16 on GPUs without fast bfloat16, such as the T4)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first tokens)")
+
+
+def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
+    """The model on the chosen device and dtype; the memory account goes to stderr first."""
+    import torch
+
+    from llama_from_scratch.checkpoints.errors import CheckpointError
+    from llama_from_scratch.checkpoints.load import load_model, read_args, read_dtype
+    from llama_from_scratch.inference.device import compile_model, device_memory, pick_device, pick_dtype
+    from llama_from_scratch.inference.memory import memory_account
+
+    try:
+        device = pick_device(args.device)
+        model_args = read_args(args.checkpoint)
+        stored = read_dtype(args.checkpoint)
+        dtype = pick_dtype(args.dtype, device, stored)
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+        raise CLIError(str(err)) from err
+    account = memory_account(model_args, dtype or stored, tokens=tokens)
+    print(account.report(device_memory(device), f"{device} ({torch.cuda.get_device_name(device)})"
+                         if device.type == "cuda" else str(device)), file=sys.stderr)
+    try:
+        model = load_model(args.checkpoint, device=device, dtype=dtype, progress=True)
+    except (CheckpointError, OSError) as err:
+        raise CLIError(str(err)) from err
+    if args.compile:
+        compile_model(model)
+    return model
+
+
+def tokenizer_path(args: argparse.Namespace) -> Path:
+    """--tokenizer, or tokenizer.model inside a checkpoint directory or beside the checkpoint
+    (Meta's download keeps it one level above llama-2-7b/)."""
+    if args.tokenizer:
+        return Path(args.tokenizer)
+    checkpoint = Path(args.checkpoint)
+    candidates = ([checkpoint / "tokenizer.model"] if checkpoint.is_dir() else []) + [
+        checkpoint.parent / "tokenizer.model"]
+    return next((p for p in candidates if p.is_file()), candidates[0])
+
+
+def load_tokenizer_for_cli(args: argparse.Namespace, vocab_size: int):
+    from llama_from_scratch.tokenizer.load import load_tokenizer
+    from llama_from_scratch.tokenizer.protobuf_wire import ModelFormatError
+
+    path = tokenizer_path(args)
+    if not path.is_file():
+        raise CLIError(f"tokenizer {path} does not exist; pass --tokenizer PATH")
+    try:
+        tokenizer = load_tokenizer(path)
+    except (ModelFormatError, OSError) as err:
+        raise CLIError(str(err)) from err
+    if tokenizer.vocab_size != vocab_size:
+        raise CLIError(f"tokenizer {path} has {tokenizer.vocab_size} tokens but the model's vocabulary is "
+                       f"{vocab_size}: they do not belong together; pass the right --tokenizer")
+    return tokenizer
+
+
+def decode_after(tokenizer, ids: list[int], prev_token: int) -> str:
+    """Text of `ids` that follow `prev_token`. llama2.c's tokenizer needs the token before
+    (a piece after BOS drops its leading space); SentencePiece's decides from the ids alone."""
+    if hasattr(tokenizer, "decode_piece"):
+        return tokenizer.decode(ids, prev_token=prev_token)
+    return tokenizer.decode(ids)

@@ -1,0 +1,40 @@
+"""What the first cell of every chapter and exercise calls: seed, style, data.
+
+Chapter: warmup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from llama_from_scratch import datafiles
+from llama_from_scratch.notebook.plotting import use_book_style
+from llama_from_scratch.notebook.seeding import seed_everything
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def setup(seed: int = 0, quiet: bool = False) -> None:
+    """Seed every generator, set the book's figure style and make sure the data folder exists.
+
+    On Colab the data files are downloaded on first use into `/content/llama_data`
+    (visible in the file browser); elsewhere `$LLAMA_DATA_DIR` or the user cache is used
+    (see `llama_from_scratch.datafiles`).
+    """
+    if in_colab():
+        os.environ.setdefault(datafiles.ENV_VAR, "/content/llama_data")
+        try:  # lets ipywidgets 8 widgets render in Colab; harmless on 7
+            from google.colab import output
+
+            output.enable_custom_widget_manager()
+        except Exception:  # noqa: BLE001 - an older Colab without it still runs the chapter
+            pass
+    seed_everything(seed)
+    use_book_style()
+    folder = datafiles.data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"seed {seed}; data files from {folder}")
