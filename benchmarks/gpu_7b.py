@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from llama_from_scratch.checkpoints import hf_reader, hf_reference, hf_writer, meta_format
-from llama_from_scratch.checkpoints.dtypes import parse_dtype
+from llama_from_scratch.checkpoints.dtypes import DTYPES, parse_dtype
 from llama_from_scratch.inference.device import compile_model
 from llama_from_scratch.inference.generation import generate
 from llama_from_scratch.inference.memory import memory_account
@@ -82,22 +82,17 @@ def timed(fn, device: torch.device):
 
 
 def random_model(args, device: torch.device, dtype: torch.dtype) -> Transformer:
-    """Random weights straight on the device in `dtype` (never a float32 copy of 7B): std 0.02
-    (GPT-style init), norms 1. RoPE's tables are float32 regardless (`precompute_freqs`)."""
+    """Random weights straight on the device in `dtype` (never a float32 copy of 7B), drawn by the
+    model's own `init_weights` (std 0.02, residual projections scaled, norms 1). RoPE's tables stay
+    float32 regardless."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
+    torch.manual_seed(0)
     try:
         with torch.device(device):
             model = Transformer(args).eval()
     finally:
         torch.set_default_dtype(previous)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02)
     return model
 
 
@@ -133,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the per-stage JSON results")
     parser.add_argument("--preset", default="7B", help="model shape (default 7B; tiny for a CPU smoke run)")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--dtype", default="float16", choices=list(DTYPES))
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per decoding run (default 128)")
     parser.add_argument("--runs", type=int, default=5, help="timed decoding runs, median taken (default 5)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
@@ -183,12 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             work / "hf", dtype=dtype, device=device, attn_implementation="sdpa"), device)
         torch.manual_seed(1)
         tokens = torch.randint(0, args.vocab_size, (2, 128), device=device)  # (batch, seq)
-        with torch.no_grad():
+        reference = hf_reader.load_hf(work / "hf", device, torch.float32)  # the same weights, float32
+        with torch.inference_mode():  # loaded parameters require grad: no autograd graph for a 7B forward
             a = ours(tokens)  # (2, 128, vocab) float32
             b = theirs_model(tokens).logits.float()  # (2, 128, vocab)
-            reference = hf_reader.load_hf(work / "hf", device, torch.float32)  # the same weights, float32
             c = reference(tokens)  # (2, 128, vocab)
-            del reference
+        del reference
         diff = (a - b).abs().max().item()
         ours_err, theirs_err = (a - c).abs().max().item(), (b - c).abs().max().item()
         ok = diff <= LOGIT_ATOL and ours_err <= 2 * theirs_err + 1e-6

@@ -24,10 +24,22 @@ from __future__ import annotations
 import torch
 
 
+def inverse_frequencies(head_dim: int, theta: float = 10000.0,
+                        device: torch.device | str | None = None) -> torch.Tensor:
+    """theta_i = 1 / theta ** (2i / head_dim) for i = 0 .. head_dim/2 - 1: `(head_dim // 2,)` float32.
+
+    The one definition: the model's cos/sin tables and the `rope.freqs` that Meta's files
+    hold both come from here. Written exactly as Meta's precompute_freqs_cis computes it
+    (`1.0 / theta ** (arange(0, dim, 2) / dim)` in float32): llama2.c's stored tables, made
+    from the same expression, match ours bit for bit.
+    """
+    return 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+
+
 def precompute_freqs(head_dim: int, max_seq_len: int, theta: float = 10000.0,
                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of every rotation angle: two `(max_seq_len, head_dim // 2)` float32 tensors."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)  # (head_dim/2,)
+    inv_freq = inverse_frequencies(head_dim, theta, device)  # (head_dim/2,)
     positions = torch.arange(max_seq_len, device=device).float()  # (max_seq_len,)
     angles = torch.outer(positions, inv_freq)  # (max_seq_len, head_dim/2): m * theta_i
     return angles.cos(), angles.sin()
