@@ -16,6 +16,11 @@ the copy `load_state_dict` makes into the parameters. For LLaMA 2 7B in float16 
 4. `finish` re-ties a shared output matrix, recomputes RoPE's cos/sin tables on the
    device and checks that nothing is left on the meta device.
 
+The model comes back in the state every loader gives: parameters that require grad
+(ready to fine-tune) and eval mode; inference wraps itself in `torch.inference_mode()`.
+A memory-mapped parameter is mapped privately (copy-on-write): training it writes into
+this process's pages, never into the checkpoint file.
+
 Not handled: quantised tensors, loading onto several devices.
 
 Chapter: real_weights.
@@ -31,7 +36,6 @@ import torch.nn as nn
 from llama_from_scratch.checkpoints.errors import CheckpointError
 from llama_from_scratch.model.config import ModelArgs
 from llama_from_scratch.model.parameters import empty_model
-from llama_from_scratch.model.rope import precompute_freqs
 from llama_from_scratch.model.transformer import Transformer
 
 
@@ -71,7 +75,8 @@ def check_shapes(found: Mapping[str, tuple[int, ...]], args: ModelArgs, where: s
 
 def put_tensor(model: Transformer, name: str, tensor: torch.Tensor,
                device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
-    """Make `tensor` the parameter `name` (e.g. "layers.0.attention.wq.weight") of `model`.
+    """Make `tensor` the parameter `name` (e.g. "layers.0.attention.wq.weight") of `model`,
+    trainable (`requires_grad=True`), as `Transformer(args)` would have it.
 
     `.to()` returns the tensor itself when device and dtype already match: the parameter
     then *is* the memory-mapped tensor, nothing is copied.
@@ -79,7 +84,7 @@ def put_tensor(model: Transformer, name: str, tensor: torch.Tensor,
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name)
     tensor = tensor.to(device=device, dtype=dtype)  # a no-op when nothing changes
-    setattr(module, leaf, nn.Parameter(tensor, requires_grad=False))
+    setattr(module, leaf, nn.Parameter(tensor.detach(), requires_grad=True))  # detach: a view, no copy
 
 
 def finish(model: Transformer, device: torch.device | str | None = None) -> Transformer:
@@ -90,8 +95,7 @@ def finish(model: Transformer, device: torch.device | str | None = None) -> Tran
         model.output.weight = model.tok_embeddings.weight
     if device is None:
         device = model.tok_embeddings.weight.device
-    cos, sin = precompute_freqs(args.head_dim, args.max_seq_len, args.rope_theta, device=device)
-    model.freqs_cos, model.freqs_sin = cos, sin  # (max_seq_len, head_dim/2) each, float32
+    model.reset_rope_tables(device)  # the buffers were built on the meta device: real ones, float32
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]  # none: all assigned
     if left:
         raise CheckpointError(f"these tensors were never loaded: {_listing(left)}")
@@ -101,7 +105,9 @@ def finish(model: Transformer, device: torch.device | str | None = None) -> Tran
 def load_state_dict_into(args: ModelArgs, state_dict: Mapping[str, torch.Tensor], where: str,
                          device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                          progress: bool = False) -> Transformer:
-    """A model built from `state_dict` (our key names) by assignment: checked, then put."""
+    """A model built from `state_dict` (our key names) by assignment: checked, then put.
+    Trainable parameters, eval mode, like every loader's. Without a device or dtype change
+    the parameters *are* the given tensors: training the model changes them (clone first)."""
     from tqdm.auto import tqdm
 
     check_shapes({k: tuple(v.shape) for k, v in state_dict.items()}, args, where)

@@ -8,11 +8,11 @@ A directory such as `meta-llama/Llama-2-7b-hf` holds
     model.safetensors.index.json         {"weight_map": {hf key: file name}}
     pytorch_model.bin (+ .index.json)    the older pickle-based format (same layout)
 
-Keys are Hugging Face's names and wq/wk rows are permuted for rotate-half RoPE
-(`hf_adapter`); loading maps them back and undoes the permutation, the one step that
-must copy (a permutation is not a view). RoPE's theta is `rope_theta` in transformers 4.x
-and `rope_parameters["rope_theta"]` in 5.x; the writer writes both, and an old config
-with neither means 10,000. Not handled: RoPE scaling, biases, quantised checkpoints.
+Keys are Hugging Face's names and wq/wk rows are permuted for rotate-half RoPE;
+loading maps them back and undoes the permutation (`hf_adapter.from_hf`, one tensor at a
+time), the one step that must copy (a permutation is not a view). RoPE's theta is
+`rope_theta` in transformers 4.x and `rope_parameters["rope_theta"]` in 5.x; the writer
+writes both, and an old config with neither means 10,000. Not handled: RoPE scaling, biases, quantised checkpoints.
 
 Chapter: real_weights.
 """
@@ -26,11 +26,10 @@ import torch
 
 from llama_from_scratch.checkpoints.assign import check_shapes, finish, put_tensor
 from llama_from_scratch.checkpoints.errors import CheckpointError
-from llama_from_scratch.checkpoints.hf_adapter import key_map
+from llama_from_scratch.checkpoints.hf_adapter import from_hf, our_name
 from llama_from_scratch.checkpoints.hf_config import read_hf_args
 from llama_from_scratch.checkpoints.safe_load import torch_load
 from llama_from_scratch.model.parameters import empty_model
-from llama_from_scratch.model.rope import permute_to_adjacent
 from llama_from_scratch.model.transformer import Transformer
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # a buffer that 2023-era .bin files saved; recomputed
@@ -97,7 +96,8 @@ def open_weights(path: Path) -> _SafetensorsFile | _TorchFile:
 
 def load_hf(directory: str | Path, device: torch.device | str | None = None,
             dtype: torch.dtype | None = None, progress: bool = False) -> Transformer:
-    """A `Transformer` (eval mode) from a Hugging Face Llama directory, stored dtype unless `dtype`.
+    """A `Transformer` from a Hugging Face Llama directory, stored dtype unless `dtype`;
+    trainable parameters, eval mode (`assign.finish`).
 
     Checks every key and shape of every file first; then, file by file, each tensor is
     memory-mapped and assigned (q/k: permuted back to Meta's row order on `device`).
@@ -108,7 +108,6 @@ def load_hf(directory: str | Path, device: torch.device | str | None = None,
     args = read_hf_args(directory)
     files, where = weight_files(directory)
     opened = [open_weights(p) for p in files]  # headers only
-    ours_of = {theirs: ours for ours, theirs in key_map(args.n_layers).items()}
     found = {}
     for f in opened:
         for key, shape in f.shapes.items():
@@ -117,20 +116,16 @@ def load_hf(directory: str | Path, device: torch.device | str | None = None,
             if where is not None and where.get(key) != f.path:
                 raise CheckpointError(f"{f.path} holds {key}, but the index says it is in "
                                       f"{where.get(key, 'no file')}")
-            found[ours_of.get(key, key)] = shape  # an unknown key keeps its name: check_shapes lists it
+            found[our_name(key) or key] = shape  # an unknown key keeps its name: check_shapes lists it
     check_shapes(found, args, str(directory))
     model = empty_model(args)
-    heads = {"attention.wq.weight": args.n_heads, "attention.wk.weight": args.kv_heads}
     with tqdm(total=len(found), desc="loading", unit="tensor", disable=not progress) as bar:
         for i, f in enumerate(opened):
             for key in f.shapes:
                 if key.endswith(IGNORED_SUFFIXES):
                     continue
-                ours = ours_of[key]
-                tensor = f.get(key).to(device=device, dtype=dtype)
-                n_heads = heads.get(ours.split(".", 2)[-1])
-                if n_heads is not None:
-                    tensor = permute_to_adjacent(tensor, n_heads)  # (out, dim): a copy, on `device`
+                # On `device` first, so that q/k are permuted there: a copy of one tensor at a time
+                ours, tensor = from_hf(key, f.get(key).to(device=device, dtype=dtype), args)
                 put_tensor(model, ours, tensor)
                 bar.update()
             opened[i] = None  # the file is unmapped once its tensors are all assigned

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from llama_from_scratch.checkpoints.assign import load_state_dict_into
 from llama_from_scratch.checkpoints.hf_adapter import from_hf_state_dict, to_hf_state_dict
 from llama_from_scratch.checkpoints.hf_config import from_hf_config, to_hf_config
 from llama_from_scratch.model.transformer import Transformer
@@ -32,12 +33,11 @@ def to_hf_model(model: Transformer, attn_implementation: str = "eager"):
 
 
 def from_hf_model(hf) -> Transformer:
-    """Our `Transformer` holding copies of a `LlamaForCausalLM`'s weights, in eval mode."""
+    """Our `Transformer` holding copies of a `LlamaForCausalLM`'s weights (same dtype and
+    device), in the state every loader gives: trainable parameters, eval mode."""
     args = from_hf_config(hf.config)
-    model = Transformer(args).to(hf.model.embed_tokens.weight.dtype)
     sd = from_hf_state_dict(hf.state_dict(), args)  # tied: output.weight is the embedding again
-    model.load_state_dict({k: v.clone() for k, v in sd.items()}, strict=True)
-    return model.eval()
+    return load_state_dict_into(args, {k: v.clone() for k, v in sd.items()}, type(hf).__name__)
 
 
 def transformers_model(directory: str | Path, dtype: torch.dtype = torch.float32,

@@ -1,9 +1,9 @@
 """Write a model as a Hugging Face Llama directory: config.json + safetensors (or .bin).
 
 The inverse of `hf_reader.load_hf`: Meta's names become Hugging Face's, and the rows of
-wq and wk are permuted for rotate-half RoPE (`rope.permute_to_rotate_half`). config.json
-carries RoPE's theta both as transformers 4.x reads it (`rope_theta`) and as 5.x does
-(`rope_parameters`). safetensors refuses tensors that share memory, so a tied output matrix
+wq and wk are permuted for rotate-half RoPE (`hf_adapter.to_hf`, one tensor at a time).
+config.json carries RoPE's theta both as transformers 4.x reads it (`rope_theta`) and as
+5.x does (`rope_parameters`). safetensors refuses tensors that share memory, so a tied output matrix
 is not written (`tie_word_embeddings` makes transformers re-tie it) and views are copied.
 Not handled: RoPE scaling, tokenizer files (copy tokenizer.model yourself).
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from llama_from_scratch.checkpoints.hf_adapter import key_map
+from llama_from_scratch.checkpoints.dtypes import dtype_bytes
+from llama_from_scratch.checkpoints.hf_adapter import hf_name, to_hf
 from llama_from_scratch.checkpoints.hf_config import hf_config_dict
-from llama_from_scratch.model.rope import permute_to_rotate_half
 from llama_from_scratch.model.transformer import Transformer
 
 
@@ -46,10 +46,8 @@ def save_hf(model: Transformer, directory: str | Path, dtype: torch.dtype | None
     args = model.args
     state = model.state_dict()
     dtype = dtype or state["norm.weight"].dtype
-    hf_of = key_map(args.n_layers)
-    heads = {"attention.wq.weight": args.n_heads, "attention.wk.weight": args.kv_heads}
     keys = [k for k in state if not (k == "output.weight" and args.tie_embeddings)]
-    nbytes = {k: state[k].numel() * state[k].new_empty((), dtype=dtype).element_size() for k in keys}
+    nbytes = {k: state[k].numel() * dtype_bytes(dtype) for k in keys}
     groups: list[list[str]] = [[]]
     size = 0
     for key in keys:
@@ -65,11 +63,8 @@ def save_hf(model: Transformer, directory: str | Path, dtype: torch.dtype | None
     for name, group in zip(names, groups):
         tensors = {}
         for ours in group:
-            tensor = state[ours].detach().to(dtype=dtype)
-            n_heads = heads.get(ours.split(".", 2)[-1])
-            if n_heads is not None:
-                tensor = permute_to_rotate_half(tensor, n_heads)  # Meta's pairs -> rotate-half rows
-            tensors[hf_of[ours]] = _owned(tensor)
+            theirs, tensor = to_hf(ours, state[ours].detach().to(dtype=dtype), args)
+            tensors[theirs] = _owned(tensor)
         path = directory / name
         if safe:
             save_file(tensors, str(path), metadata={"format": "pt"})  # transformers checks "format"
@@ -79,7 +74,7 @@ def save_hf(model: Transformer, directory: str | Path, dtype: torch.dtype | None
         del tensors
     if len(groups) > 1:
         index = {"metadata": {"total_size": sum(nbytes.values())},
-                 "weight_map": {hf_of[k]: name for name, group in zip(names, groups) for k in group}}
+                 "weight_map": {hf_name(k): name for name, group in zip(names, groups) for k in group}}
         (directory / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (directory / "config.json").write_text(json.dumps(hf_config_dict(args, dtype), indent=2) + "\n")
     return paths

@@ -77,10 +77,46 @@ def read_dtype(path: str | Path) -> torch.dtype:
     return torch.float32  # llama2.c files
 
 
+def read_special_ids(path: str | Path) -> tuple[int | None, tuple[int, ...]] | None:
+    """(BOS id or None, EOS ids) as the checkpoint itself names them, or None if it names none.
+
+    Hugging Face: config.json's `bos_token_id` and `eos_token_id` (an id, a list of ids, or
+    null; a missing key means LlamaConfig's default, 1 and 2). llama2.c: BOS 1 and EOS 2, fixed
+    by the format (run.c). Meta: params.json holds no token ids (they live in tokenizer.model),
+    so None. Not read: generation_config.json.
+    """
+    import json
+
+    from llama_from_scratch.tokenizer.llama2c import BOS_ID, EOS_ID
+
+    kind = detect_format(path)
+    if kind == "meta":
+        return None
+    if kind.startswith("llama2c"):
+        return BOS_ID, (EOS_ID,)
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    bos, eos_field = config.get("bos_token_id", 1), config.get("eos_token_id", 2)
+    eos = [] if eos_field is None else eos_field if isinstance(eos_field, list) else [eos_field]
+    if not all(type(i) is int for i in eos + ([] if bos is None else [bos])):  # bool is no id
+        raise CheckpointError(f"{path}/config.json: bos_token_id {bos!r} and eos_token_id {eos_field!r} "
+                              "must be integers (eos_token_id: or a list of them) or null")
+    return None if bos is None and not eos else (bos, tuple(eos))
+
+
 def load_model(path: str | Path, device: torch.device | str | None = None,
                dtype: torch.dtype | str | None = None, progress: bool = False) -> Transformer:
-    """A `Transformer` in eval mode from any handled checkpoint, on `device` (default CPU),
-    in `dtype` (default: as stored; llama2.c files are float32)."""
+    """A `Transformer` from any handled checkpoint, on `device` (default CPU), in `dtype`
+    (default: as stored; llama2.c files are float32).
+
+    Whatever the format, the model comes back in one state: eval mode (dropout-free anyway,
+    but `model.train()` is the caller's choice), every parameter trainable
+    (`requires_grad=True`, so it can be fine-tuned as loaded), RoPE tables in float32 on
+    `device`, a tied output matrix tied again. Inference must therefore not build an
+    autograd graph by accident: `generate`/`stream` run under `torch.inference_mode()`
+    themselves; a direct `model(tokens)` belongs inside `with torch.inference_mode():`.
+    Parameters memory-mapped from the file (own dtype and CPU) are private copy-on-write
+    mappings: an optimizer step changes this process's pages, never the checkpoint.
+    """
     from llama_from_scratch.checkpoints import hf_reader, llama2c, meta_format
 
     dtype = parse_dtype(dtype)

@@ -33,6 +33,7 @@ from llama_from_scratch.checkpoints.safe_load import torch_load
 from llama_from_scratch.model.config import ModelArgs
 from llama_from_scratch.model.feedforward import llama_hidden_dim
 from llama_from_scratch.model.parameters import empty_model
+from llama_from_scratch.model.rope import inverse_frequencies
 from llama_from_scratch.model.transformer import Transformer
 
 SHARD_PATTERN = re.compile(r"consolidated\.(\d+)\.pth")
@@ -184,7 +185,7 @@ def save_meta(model: Transformer, directory: str | Path, n_shards: int = 1,
     directory.mkdir(parents=True, exist_ok=True)
     args = model.args
     state = model.state_dict()
-    inv_freq = 1.0 / args.rope_theta ** (torch.arange(0, args.head_dim, 2).float() / args.head_dim)
+    inv_freq = inverse_frequencies(args.head_dim, args.rope_theta)  # (head_dim/2,) float32
     (directory / "params.json").write_text(json.dumps(args_to_params(args)) + "\n")
     paths = []
     for rank in range(n_shards):

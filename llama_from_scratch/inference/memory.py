@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llama_from_scratch.checkpoints.dtypes import dtype_bytes
 from llama_from_scratch.model.config import ModelArgs
 from llama_from_scratch.model.parameters import count_parameters
 
@@ -35,10 +36,6 @@ def human(n: float) -> str:
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n:.0f} bytes"
-
-
-def dtype_bytes(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
 
 
 @dataclass(frozen=True)
