@@ -14,7 +14,7 @@ from llama_from_scratch.tokenizer.llama2c import Llama2cTokenizer
 
 CKPT = str(datafiles.path("stories260K/stories260K.bin"))
 TOK = str(datafiles.path("stories260K/tok512.bin"))
-STOP = [1, 2]
+STOP = [1, 2]  # tok512's EOS and BOS: Llama2cTokenizer.stop_ids
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_text_output_is_only_the_continuation(stories):
     want = generate(stories, [ids], 40, temperature=0.0, stop_ids=STOP)[0]
     proc = run_cli("--tokenizer", TOK, "--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == tok.decode(want, prev_token=ids[-1]) + "\n"
+    assert proc.stdout == tok.decode_continuation(want, ids[-1]) + "\n"
     assert prompt not in proc.stdout and len(proc.stdout.split()) > 10
     assert "loaded" in proc.stderr and "loaded" not in proc.stdout
 
@@ -114,3 +114,72 @@ def test_bad_checkpoint_subprocess(tmp_path):
     proc = run_cli("--checkpoint", str(bad), "--print-ids")  # the later --checkpoint wins
     assert proc.returncode == 2 and proc.stdout == ""
     assert "1,000 bytes" in proc.stderr and "dim=64" in proc.stderr
+
+
+# Without a tokenizer, the checkpoint names the stop ids (and the default prompt's BOS), or nobody does.
+
+def test_read_special_ids_of_each_format(tmp_path, stories):
+    import json
+
+    from llama_from_scratch.checkpoints import hf_writer, meta_format
+    from llama_from_scratch.checkpoints.errors import CheckpointError
+    from llama_from_scratch.checkpoints.load import read_special_ids
+
+    assert read_special_ids(CKPT) == (1, (2,))  # llama2.c: fixed by run.c
+    meta_format.save_meta(stories, tmp_path / "meta")
+    assert read_special_ids(tmp_path / "meta") is None  # params.json names no token ids
+    hf_writer.save_hf(stories, tmp_path / "hf")
+    config_path = tmp_path / "hf" / "config.json"
+    config = json.loads(config_path.read_text())
+    for bos, eos, want in [(1, 2, (1, (2,))), (None, [7, 9], (None, (7, 9))), (None, None, None), ("1", 2, "error")]:
+        config_path.write_text(json.dumps({**config, "bos_token_id": bos, "eos_token_id": eos}))
+        if want == "error":
+            with pytest.raises(CheckpointError, match="bos_token_id '1'"):
+                read_special_ids(tmp_path / "hf")
+        else:
+            assert read_special_ids(tmp_path / "hf") == want
+    rest = {k: v for k, v in config.items() if k not in ("bos_token_id", "eos_token_id")}
+    config_path.write_text(json.dumps(rest))
+    assert read_special_ids(tmp_path / "hf") == (1, (2,))  # LlamaConfig's defaults, as transformers reads it
+
+
+@pytest.mark.parametrize("eos", [432, [286, 2]])
+def test_hf_config_eos_stops_print_ids_without_a_tokenizer(tmp_path, stories, eos, capsys):
+    import json
+
+    from llama_from_scratch.checkpoints import hf_writer
+
+    greedy = generate(stories, [[1, 403]], 12, temperature=0.0)[0]
+    assert greedy[:6] == [407, 261, 378, 432, 383, 286] and 1 not in greedy and 2 not in greedy
+    hf_writer.save_hf(stories, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "eos_token_id": eos}))
+    assert main(["generate", "--checkpoint", str(tmp_path), "--device", "cpu", "--prompt-ids", "1 403",
+                 "--print-ids", "--temperature", "0", "--max-new-tokens", "12"]) == 0
+    first_stop = 432 if eos == 432 else 286
+    assert capsys.readouterr().out == " ".join(map(str, greedy[:greedy.index(first_stop)])) + "\n"
+    assert main(["generate", "--checkpoint", str(tmp_path), "--device", "cpu", "--print-ids",
+                 "--temperature", "0", "--max-new-tokens", "12"]) == 0  # default prompt: config's BOS
+    want = generate(stories, [[1]], 12, temperature=0.0, stop_ids=[first_stop, 1])[0]
+    assert capsys.readouterr().out == " ".join(map(str, want)) + "\n"
+
+
+def test_meta_directory_without_tokenizer_never_stops_early(tmp_path, stories, capsys):
+    from llama_from_scratch.checkpoints import meta_format
+
+    meta_format.save_meta(stories, tmp_path)
+    sampled = dict(temperature=0.8, top_p=0.9, seed=0)
+    full = generate(stories, [[1]], 300, **sampled)[0]  # no stop ids: on into the next story
+    assert 1 in full[:-1]  # this seed's first story ends (BOS) well within 300 tokens
+    assert main(["generate", "--checkpoint", str(tmp_path), "--device", "cpu", "--prompt-ids", "1",
+                 "--print-ids", "--max-new-tokens", "300", "--temperature", "0.8", "--seed", "0"]) == 0
+    assert capsys.readouterr().out == " ".join(map(str, full)) + "\n"
+    # No BOS known for the default prompt: a clear error asking for --prompt-ids.
+    assert main(["generate", "--checkpoint", str(tmp_path), "--print-ids", "--max-new-tokens", "5"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "--prompt-ids" in out.err and "no BOS id" in out.err
+    # A tokenizer beside it decides: tok512 stops the same draws at the story's end.
+    (tmp_path / "tokenizer.model").symlink_to(TOK)
+    assert main(["generate", "--checkpoint", str(tmp_path), "--device", "cpu", "--print-ids",
+                 "--max-new-tokens", "300", "--temperature", "0.8", "--seed", "0"]) == 0
+    assert capsys.readouterr().out == " ".join(map(str, full[:full.index(1)])) + "\n"

@@ -6,7 +6,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 from llama_from_scratch import datafiles
 from llama_from_scratch.checkpoints.llama2c import load_bin
-from llama_from_scratch.inference.generation import generate, stream, stream_text
+from llama_from_scratch.inference.generation import generate, stream
 from llama_from_scratch.inference.sampling import sample_next, top_k_filter, top_p_filter
 from llama_from_scratch.model.config import preset
 from llama_from_scratch.model.transformer import Transformer
@@ -168,11 +168,14 @@ def test_prompt_longer_than_context_names_the_limit(stories):
 def test_stream_text_equals_decoding_all_at_once():
     import sentencepiece as spm
 
+    from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
+
     sp = spm.SentencePieceProcessor(model_file=str(datafiles.path("llama2_tokenizer.model")))
+    ours = SentencePieceBPE.from_file(datafiles.path("llama2_tokenizer.model"))
     text = "Héllo wörld, 世界 🙂!\n  Two  spaces and ŝtrange çharacters — ok."
     ids = sp.encode(text)
     assert any(sp.id_to_piece(i).startswith("<0x") for i in ids)  # byte-fallback pieces are in play
-    pieces = list(stream_text(ids, sp.decode))
+    pieces = list(ours.stream_text(ids, prev_token=ours.bos_id))
     assert "".join(pieces) == sp.decode(ids) == text
     assert len(pieces) > 10
     assert all("\ufffd" not in p for p in pieces)

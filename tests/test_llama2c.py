@@ -52,7 +52,7 @@ def test_save_bin_writes_back_the_identical_file(stories, tmp_path):
 def test_stories260k_tells_a_story(stories):
     tokenizer = Llama2cTokenizer.from_file(datafiles.path("stories260K/tok512.bin"))
     ids = generate(stories, [[1]], max_new_tokens=120, temperature=0.0, stop_ids=[1])[0]
-    text = tokenizer.decode(ids, prev_token=1)  # as llama2.c's run.c prints it after BOS
+    text = tokenizer.decode_continuation(ids, 1)  # as llama2.c's run.c prints it after BOS
     words = text.replace(",", " ").replace(".", " ").replace('"', " ").split()
     assert text.lstrip().startswith("Once upon a time")
     common = {"the", "a", "was", "she", "he", "to", "and", "named", "little", "play", "her", "it"}

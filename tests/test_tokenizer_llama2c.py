@@ -28,7 +28,8 @@ def test_hand_derived_ids(tok):
     assert [tok.vocab[i] for i in (403, 407, 261, 378)] == [b" Once", b" upon", b" a", b" time"]
     assert tok.encode("Once upon a time", bos=True, eos=True) == [1, 403, 407, 261, 378, 2]
     assert tok.decode([403, 407, 261, 378]) == "Once upon a time"  # the space after BOS is dropped
-    assert tok.decode([261], prev_token=378) == " a"
+    assert tok.decode_continuation([261], 378) == " a"  # after " time" the space stays
+    assert tok.decode_continuation([403], 1) == tok.decode([403]) == "Once"
     # "\n" is not a token: byte fallback gives byte 0x0A + 3 = 13, and decoding turns it back.
     assert tok.encode("\n") == [tok.lookup[b" "], 13]
     assert tok.decode([13]) == "\n"

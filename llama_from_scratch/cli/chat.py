@@ -2,7 +2,8 @@
 
 Each turn, the whole dialog so far is encoded in Meta's chat format
 (`tokenizer.chat.encode_dialog`: [INST] ... [/INST], <<SYS>> for the system prompt, BOS
-and EOS as ids) and the answer is generated until EOS, streamed to stdout. With
+and EOS as ids) and the answer is generated until the tokenizer's `stop_ids` (EOS, which
+ends a chat model's answer, or BOS, which would begin another document), streamed to stdout. With
 --message, one answer is printed and the command exits; otherwise user messages are read
 from stdin, one per line (an empty line is skipped, "/reset" starts a new dialog, end of
 input ends the chat). Each turn re-reads the whole dialog (the KV cache is not kept between
@@ -18,10 +19,7 @@ import argparse
 import sys
 
 from llama_from_scratch.cli.main import CLIError
-from llama_from_scratch.cli.options import (add_model_arguments, decode_after, load_model_for_cli,
-                                            load_tokenizer_for_cli)
-
-EOS_ID = 2
+from llama_from_scratch.cli.options import add_model_arguments, load_model_for_cli, load_tokenizer_for_cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def answer(model, tokenizer, dialog: list[dict[str, str]], args: argparse.Namespace, out) -> str:
     """Stream the model's reply to `dialog` (ending with a user message) to `out`; return it."""
-    from llama_from_scratch.inference.generation import stream, stream_text
+    from llama_from_scratch.inference.generation import stream
     from llama_from_scratch.tokenizer.chat import encode_dialog
 
     prompt = encode_dialog(dialog, tokenizer)
@@ -44,9 +42,9 @@ def answer(model, tokenizer, dialog: list[dict[str, str]], args: argparse.Namesp
     if len(prompt) >= limit:
         raise CLIError(f"the dialog is {len(prompt)} tokens, the context holds {limit}: start a new one")
     ids = stream(model, prompt, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                 seed=args.seed, stop_ids=[EOS_ID])
+                 seed=args.seed, stop_ids=tokenizer.stop_ids)
     pieces = []
-    for piece in stream_text(ids, lambda seq: decode_after(tokenizer, seq, prompt[-1])):
+    for piece in tokenizer.stream_text(ids, prompt[-1]):
         pieces.append(piece)
         out.write(piece)
         out.flush()

@@ -6,10 +6,14 @@ line. Loading messages (the memory account first), the context-length note and e
 go to stderr. Any checkpoint `load_model` handles (Meta, Hugging Face, llama2.c) runs on
 --device (default: the GPU if there is one) in --dtype, optionally --compile'd.
 
-Generation stops at EOS (2) or BOS (1): Meta's models end a text with EOS, llama2.c's
-stories end with BOS. Sampling defaults follow Meta's example_text_completion.py
-(temperature 0.6, top-p 0.9); the seed is fixed (1, as in Meta's Llama.build) so a
-command repeats its output.
+Generation stops at the tokenizer's `stop_ids`, EOS or BOS (Meta's models end a text with
+EOS, llama2.c's stories end where the next one's BOS begins). Who names those ids: the
+tokenizer (--tokenizer, or tokenizer.model in or beside the checkpoint) when there is one;
+else the checkpoint (Hugging Face's config.json; llama2.c's fixed 1 and 2); else nobody
+(Meta's params.json): then nothing stops generation early, and --print-ids needs --prompt-ids
+since there is no BOS for the default prompt. Sampling defaults follow Meta's
+example_text_completion.py (temperature 0.6, top-p 0.9); the seed is fixed (1, as in Meta's
+Llama.build) so a command repeats its output.
 
 Chapter: sampling.
 """
@@ -20,9 +24,7 @@ import argparse
 import sys
 
 from llama_from_scratch.cli.main import CLIError
-from llama_from_scratch.cli.options import add_model_arguments, load_model_for_cli, tokenizer_path
-
-BOS_ID, EOS_ID = 1, 2  # LLaMA 2 and llama2.c agree
+from llama_from_scratch.cli.options import add_model_arguments, load_model_for_cli, load_tokenizer_for_cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-ids", action="store_true", help="print the new token ids instead of text")
 
 
-def parse_ids(text: str, vocab_size: int) -> list[int]:
+def parse_prompt_ids(text: str, vocab_size: int) -> list[int]:
     try:
         ids = [int(t) for t in text.replace(",", " ").split()]
     except ValueError as err:
@@ -50,23 +52,22 @@ def parse_ids(text: str, vocab_size: int) -> list[int]:
     return ids
 
 
-def load_tokenizer_for(args: argparse.Namespace):
-    from llama_from_scratch.tokenizer.load import load_tokenizer
-    from llama_from_scratch.tokenizer.protobuf_wire import ModelFormatError
+def special_ids(args: argparse.Namespace, tokenizer) -> tuple[int | None, tuple[int, ...]]:
+    """(BOS for the default prompt, stop ids): the tokenizer's, else the checkpoint's, else none."""
+    from llama_from_scratch.checkpoints.load import read_special_ids
+    from llama_from_scratch.tokenizer.base import document_stop_ids
 
-    path = tokenizer_path(args)
-    if not path.is_file():
-        hint = "" if args.tokenizer else " (the default: tokenizer.model in or beside the checkpoint)"
-        raise CLIError(f"tokenizer {path}{hint} does not exist; pass --tokenizer PATH, "
-                       "or use --prompt-ids with --print-ids to work without one")
+    if tokenizer is not None:
+        return tokenizer.bos_id, tokenizer.stop_ids
     try:
-        return load_tokenizer(path)
-    except (ModelFormatError, OSError) as err:
+        named = read_special_ids(args.checkpoint)
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
         raise CLIError(str(err)) from err
+    return (None, ()) if named is None else (named[0], document_stop_ids(*named))
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_from_scratch.inference.generation import stream, stream_text
+    from llama_from_scratch.inference.generation import stream
     from llama_from_scratch.inference.sampling import check_sampling
 
     if args.prompt is not None and args.prompt_ids is not None:
@@ -83,25 +84,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"loaded {args.checkpoint}: {n_params:,} parameters, dim {a.dim}, {a.n_layers} layers, "
           f"{a.n_heads} heads ({a.kv_heads} KV), context {a.max_seq_len}", file=sys.stderr)
 
-    tokenizer = None
-    if args.prompt is not None or not args.print_ids:
-        tokenizer = load_tokenizer_for(args)
-        if tokenizer.vocab_size != a.vocab_size:
-            raise CLIError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary "
-                           f"is {a.vocab_size}: they do not belong together; pass the right --tokenizer")
+    tokenizer = load_tokenizer_for_cli(args, a.vocab_size, required=args.prompt is not None or not args.print_ids,
+                                       without=", or use --prompt-ids with --print-ids to work without one")
+    bos, stop = special_ids(args, tokenizer)
     if args.prompt_ids is not None:
-        prompt = parse_ids(args.prompt_ids, a.vocab_size)
+        prompt = parse_prompt_ids(args.prompt_ids, a.vocab_size)
     elif args.prompt is not None:
         prompt = tokenizer.encode(args.prompt, bos=True)
+    elif bos is not None and bos >= 0:
+        prompt = [bos]
     else:
-        prompt = [BOS_ID]
+        raise CLIError(f"no BOS id for the default prompt: neither a tokenizer nor {args.checkpoint} names "
+                       "one; give the prompt as --prompt-ids, e.g. --prompt-ids 1 if 1 is your model's BOS")
     if len(prompt) > a.max_seq_len:
         raise CLIError(f"the prompt has {len(prompt)} tokens, more than the context length of "
                        f"{a.max_seq_len} tokens; shorten it")
 
     new_ids: list[int] = []
     stopped = False
-    stop = {BOS_ID, EOS_ID}
 
     def ids():  # the sampled ids, up to (not including) a stop token
         nonlocal stopped
@@ -118,11 +118,7 @@ def run(args: argparse.Namespace) -> int:
             pass
         print(" ".join(map(str, new_ids)))
     else:
-        if hasattr(tokenizer, "decode_piece"):  # llama2.c: a piece's leading space depends on the token before
-            decode = lambda seq: tokenizer.decode(seq, prev_token=prompt[-1])  # noqa: E731
-        else:
-            decode = tokenizer.decode
-        for piece in stream_text(ids(), decode):
+        for piece in tokenizer.stream_text(ids(), prompt[-1]):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")

@@ -1,4 +1,4 @@
-"""Command-line options shared by `generate` and `chat`: which checkpoint, device, dtype.
+"""Command-line options shared by `generate` and `chat`: which checkpoint, tokenizer, device, dtype.
 
 `load_model_for_cli` prints the memory account (weights + KV cache) on stderr *before*
 loading, so a reader sees whether the model fits before waiting for gigabytes to load.
@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llama_from_scratch.cli.main import CLIError
+
+if TYPE_CHECKING:
+    from llama_from_scratch.tokenizer.base import Tokenizer
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,26 +73,27 @@ def tokenizer_path(args: argparse.Namespace) -> Path:
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 
-def load_tokenizer_for_cli(args: argparse.Namespace, vocab_size: int):
+def load_tokenizer_for_cli(args: argparse.Namespace, vocab_size: int, required: bool = True,
+                           without: str = "") -> Tokenizer | None:
+    """The tokenizer at `tokenizer_path(args)`, checked against the model's vocabulary.
+
+    With `required=False`, None when there is no --tokenizer and no file at the default path
+    (an explicit --tokenizer must exist). `without` ends the missing-file error: how to do
+    without one.
+    """
     from llama_from_scratch.tokenizer.load import load_tokenizer
-    from llama_from_scratch.tokenizer.protobuf_wire import ModelFormatError
 
     path = tokenizer_path(args)
     if not path.is_file():
-        raise CLIError(f"tokenizer {path} does not exist; pass --tokenizer PATH")
+        if not required and not args.tokenizer:
+            return None
+        hint = "" if args.tokenizer else " (the default: tokenizer.model in or beside the checkpoint)"
+        raise CLIError(f"tokenizer {path}{hint} does not exist; pass --tokenizer PATH{without}")
     try:
         tokenizer = load_tokenizer(path)
-    except (ModelFormatError, OSError) as err:
+    except (ValueError, OSError) as err:  # ModelFormatError is a ValueError
         raise CLIError(str(err)) from err
     if tokenizer.vocab_size != vocab_size:
         raise CLIError(f"tokenizer {path} has {tokenizer.vocab_size} tokens but the model's vocabulary is "
                        f"{vocab_size}: they do not belong together; pass the right --tokenizer")
     return tokenizer
-
-
-def decode_after(tokenizer, ids: list[int], prev_token: int) -> str:
-    """Text of `ids` that follow `prev_token`. llama2.c's tokenizer needs the token before
-    (a piece after BOS drops its leading space); SentencePiece's decides from the ids alone."""
-    if hasattr(tokenizer, "decode_piece"):
-        return tokenizer.decode(ids, prev_token=prev_token)
-    return tokenizer.decode(ids)

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 from llama_from_scratch.cli.main import CLIError
 
 if TYPE_CHECKING:
-    from llama_from_scratch.tokenizer.llama2c import Llama2cTokenizer
-    from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
+    from llama_from_scratch.tokenizer.base import Tokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", action="store_true", help="ids in, text out")
 
 
-def load(path: str | None) -> SentencePieceBPE | Llama2cTokenizer:
+def load(path: str | None) -> Tokenizer:
     from llama_from_scratch import datafiles
     from llama_from_scratch.tokenizer.load import load_tokenizer
 

@@ -13,7 +13,7 @@ Chapter: sampling.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
@@ -98,31 +98,9 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], max_new_token
 
 
 def stream(model: Transformer, prompt: Sequence[int], max_new_tokens: int, **kwargs) -> Iterator[int]:
-    """New token ids of one prompt, one at a time, as they are generated."""
+    """New token ids of one prompt, one at a time, as they are generated (text pieces from them:
+    `Tokenizer.stream_text`)."""
     for (t,) in generate_steps(model, [prompt], max_new_tokens, **kwargs):
         if t is not None:
             yield t
 
-
-def stream_text(ids: Iterable[int], decode: Callable[[list[int]], str]) -> Iterator[str]:
-    """Text pieces whose concatenation equals `decode(all ids)`.
-
-    Decoding token by token is wrong for SentencePiece: a leading space may depend on
-    the context, and a multi-byte character may be split over byte tokens. So decode
-    everything so far and emit what is new, holding back an unfinished character (shown
-    as U+FFFD) until its remaining bytes arrive.
-    """
-    seen: list[int] = []
-    emitted = ""
-    for t in ids:
-        seen.append(t)
-        text = decode(seen)
-        stable = text.rstrip("\ufffd")  # an unfinished UTF-8 sequence decodes to U+FFFD for now
-        if stable.startswith(emitted) and len(stable) > len(emitted):
-            yield stable[len(emitted):]
-            emitted = stable
-    text = decode(seen)
-    if not text.startswith(emitted):  # never seen with SentencePiece; fail loudly, not silently
-        raise RuntimeError(f"streamed text {emitted!r} is not a prefix of the full decode {text!r}")
-    if len(text) > len(emitted):
-        yield text[len(emitted):]

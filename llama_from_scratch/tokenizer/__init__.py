@@ -1,5 +1,7 @@
 """Tokenizers, from byte-level BPE to LLaMA 2's SentencePiece model, bit for bit.
 
+- base: the `Tokenizer` protocol both file formats share (encode, decode, decode_continuation,
+  bos_id/eos_id/vocab_size, stop_ids, stream_text)
 - bpe_basic: readable byte-level BPE (train by recounting, encode/decode with a merge list)
 - bpe_fast: the same merges, fast (distinct words counted once, incremental pair counts)
 - protobuf_wire: the protobuf wire format (varints, records), by hand

@@ -18,15 +18,11 @@ Chapter: tokenizer.
 
 from __future__ import annotations
 
-from typing import Protocol
+from llama_from_scratch.tokenizer.base import Tokenizer
 
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 SPECIAL_TAGS = [B_INST, E_INST, "<<SYS>>", "<</SYS>>"]
-
-
-class Tokenizer(Protocol):
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]: ...
 
 
 def dialog_segments(dialog: list[dict[str, str]]) -> list[tuple[str, bool]]:

@@ -20,8 +20,10 @@ Chapter: tokenizer.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
+from .base import Tokenizer
 from .checks import check_ids, check_text
 from .sentencepiece_model import ModelFormatError, ModelProto, Piece, PieceType, bpe_model_proto
 
@@ -29,7 +31,7 @@ BOS_ID, EOS_ID = 1, 2  # fixed in run.c
 BYTE_OFFSET = 3  # byte b is token b + 3
 
 
-class Llama2cTokenizer:
+class Llama2cTokenizer(Tokenizer):
     """A llama2.c vocabulary: token bytes and scores by id; encode/decode as run.c does."""
 
     def __init__(self, vocab: list[bytes], scores: list[float], max_token_length: int):
@@ -103,8 +105,12 @@ class Llama2cTokenizer:
                 pass
         return piece
 
-    def decode(self, ids: list[int], prev_token: int = BOS_ID) -> str:
-        """Text of `ids` as run.c prints them one by one after `prev_token` (BOS by default).
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids` as run.c prints them at the start of a sequence, after BOS."""
+        return self.decode_continuation(ids, BOS_ID)
+
+    def decode_continuation(self, ids: Sequence[int], prev_token: int) -> str:
+        """Text of `ids` as run.c prints them one by one after `prev_token`.
 
         Control tokens print as their stored text (tok512 stores BOS as "\\n<s>\\n"); run.c's generate
         loop stops at BOS before printing it. Invalid UTF-8 is replaced by U+FFFD.

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llama_from_scratch.tokenizer.base import Tokenizer
 from llama_from_scratch.tokenizer.llama2c import Llama2cTokenizer
 from llama_from_scratch.tokenizer.protobuf_wire import ModelFormatError
 from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
 
 
-def load_tokenizer(path: str | Path) -> SentencePieceBPE | Llama2cTokenizer:
-    """A SentencePiece `.model` file or a llama2.c `tokenizer.bin`, recognised by its content."""
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A SentencePiece `.model` file (`SentencePieceBPE`) or a llama2.c `tokenizer.bin`
+    (`Llama2cTokenizer`), recognised by its content."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file {path} does not exist")

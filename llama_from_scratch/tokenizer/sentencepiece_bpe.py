@@ -28,8 +28,10 @@ Chapter: tokenizer.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+from .base import Tokenizer
 from .checks import TokenizerInputError, check_ids, check_text
 from .sentencepiece_merge import bpe_merge
 from .sentencepiece_model import ModelProto, PieceType, read_model
@@ -62,8 +64,11 @@ def decode_utf8_like_sentencepiece(data: bytes) -> str:
     return "".join(out)
 
 
-class SentencePieceBPE:
-    """Encode and decode like `sentencepiece.SentencePieceProcessor` for a BPE `.model` file."""
+class SentencePieceBPE(Tokenizer):
+    """Encode and decode like `sentencepiece.SentencePieceProcessor` for a BPE `.model` file.
+
+    `decode_continuation` is the base class's: sentencepiece decodes from the ids alone.
+    """
 
     def __init__(self, model: ModelProto, name: str = "<model>"):
         if model.model_type != 2:
@@ -169,7 +174,7 @@ class SentencePieceBPE:
 
     # ------------------------------------------------------------------ decode
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`, like `SentencePieceProcessor.decode(ids)`."""
         check_ids(ids, self.vocab_size)
         m = self.model

@@ -26,9 +26,9 @@ import re
 from collections import Counter
 
 from .bpe_fast import merges_incremental
+from .sentencepiece_bpe import SPACE
 from .sentencepiece_model import ModelProto, Piece, PieceType, bpe_model_proto
 
-SPACE = "\u2581"
 META = [Piece("<unk>", 0.0, PieceType.UNKNOWN), Piece("<s>", 0.0, PieceType.CONTROL),
         Piece("</s>", 0.0, PieceType.CONTROL)]
 # A word: a run of letters, one digit (LLaMA splits digits), underscores, or other symbols, each
