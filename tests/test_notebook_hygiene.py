@@ -1,5 +1,6 @@
 """Every notebook starts with the Colab setup cell; committed notebooks carry no outputs;
-the table of contents lists exactly the chapters that exist."""
+the table of contents lists exactly the chapters and pages that exist; Colab's versions satisfy
+the requirements the setup cell installs."""
 
 from __future__ import annotations
 
@@ -33,25 +34,55 @@ def test_setup_cell_installs_from_the_configured_repository_without_touching_tor
         assert forbidden not in install.split(), f"the setup cell's pip install mentions {forbidden}"
 
 
+def test_setup_cell_installs_the_book_extra(monkeypatch):
+    """Run the cell with the package 'missing': pip gets exactly `llama-from-scratch[book] @ git+URL@main`."""
+    import importlib.util
+    import subprocess
+
+    from packaging.requirements import Requirement
+
+    import llama_from_scratch.notebook.setup_cell
+
+    calls = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: calls.append(args))
+    monkeypatch.setattr(llama_from_scratch.notebook.setup_cell, "setup", lambda: None)
+    exec(setup_cell_source(), {})  # noqa: S102 - our own setup cell
+    assert len(calls) == 1 and calls[0][1:5] == ["-m", "pip", "install", "-q"] and len(calls[0]) == 6
+    requirement = Requirement(calls[0][5])
+    assert (requirement.name, requirement.extras, requirement.url) == (
+        "llama-from-scratch", {"book"}, f"git+{repository_url()}@main")
+
+
+COLAB = {"torch": "2.11.0", "transformers": "5.15.0", "ipywidgets": "7.7.1", "numpy": "2.0.2",
+         "matplotlib": "3.10.0", "sentencepiece": "0.2.0", "safetensors": "0.5.3", "tqdm": "4.67.1",
+         "pygments": "2.19.1"}
+
+
 def test_colab_versions_satisfy_the_package_requirements():
-    """Colab has Python 3.13, torch 2.11, transformers 5.x, ipywidgets 7.7.1: pip must keep them."""
+    """Colab has Python 3.13, torch 2.11, transformers 5.x, ipywidgets 7.7.1: pip must keep them.
+
+    Checked for what the setup cell installs (the hard requirements and the `book` extra) and
+    for the `reference` extra."""
     import tomllib
 
     from packaging.requirements import Requirement
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    colab = {"torch": "2.11.0", "transformers": "5.15.0", "ipywidgets": "7.7.1", "numpy": "2.0.2",
-             "matplotlib": "3.10.0", "sentencepiece": "0.2.0", "safetensors": "0.5.3", "tqdm": "4.67.1"}
-    requirements = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["reference"]]
+    extras = project["optional-dependencies"]
+    requirements = [Requirement(r) for r in project["dependencies"] + extras["book"] + extras["reference"]]
+    for name in ("torch", "matplotlib", "ipywidgets", "pygments", "transformers"):
+        assert name in {req.name for req in requirements}, f"{name} is not required at all: is the test stale?"
     for req in requirements:
-        if req.name in colab:
-            assert req.specifier.contains(colab[req.name]), f"{req} would replace Colab's {req.name} {colab[req.name]}"
+        assert req.name in COLAB, f"{req.name}: add Colab's version to COLAB, so this test checks it"
+        assert req.specifier.contains(COLAB[req.name]), f"{req} would replace Colab's {req.name} {COLAB[req.name]}"
     assert Requirement("python" + project["requires-python"]).specifier.contains("3.13")
 
 
-def test_toc_lists_every_chapter_and_nothing_else():
+def test_toc_lists_every_chapter_and_page_and_nothing_else():
+    """Every chapter and every .md page in book/ (intro.md, package_map.md, ...) and nothing more."""
     listed = {p.resolve() for p in toc_files()}
-    on_disk = {p.resolve() for p in (ROOT / "book").glob("*.ipynb")} | {(ROOT / "book" / "intro.md").resolve()}
+    on_disk = {p.resolve() for pattern in ("*.ipynb", "*.md") for p in (ROOT / "book").glob(pattern)}
     assert listed == on_disk
 
 

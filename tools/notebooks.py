@@ -36,13 +36,17 @@ def repository_url() -> str:
 def setup_cell_source() -> str:
     """The first code cell of every notebook: makes it run on Colab as well as locally."""
     repo = _repository()
+    # The `book` extra adds what the chapters import (plots, widgets, sentencepiece, transformers);
+    # every line stays within the 95 characters a rendered cell shows.
     return (
-        "# Setup: installs the book's package when it is missing (as on Colab; torch is not reinstalled),\n"
-        "# then seeds everything, sets the figure style and the data folder. Safe to re-run.\n"
+        "# Setup: installs the book's package and what the chapters use when it is missing (as on\n"
+        "# Colab, whose torch is kept), then seeds everything, sets the figure style and the data\n"
+        "# folder. Safe to re-run.\n"
         "import importlib, importlib.util, subprocess, sys\n"
         'if importlib.util.find_spec("llama_from_scratch") is None:\n'
+        f'    url = "git+{repo["url"]}@{repo["branch"]}"\n'
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q",\n'
-        f'                    "llama-from-scratch @ git+{repo["url"]}@{repo["branch"]}"], check=True)\n'
+        '                    f"llama-from-scratch[book] @ {url}"], check=True)\n'
         "    importlib.invalidate_caches()\n"
         "from llama_from_scratch.notebook.setup_cell import setup\n"
         "setup()"
