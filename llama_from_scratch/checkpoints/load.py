@@ -127,7 +127,7 @@ def load_model(path: str | Path, device: torch.device | str | None = None,
     if kind == "hf":
         return hf_reader.load_hf(path, device, dtype, progress=progress)
     model = llama2c.load_bin(path) if kind == "llama2c-bin" else _load_pt(path)
-    return finish(model.to(device=device, dtype=dtype), device)  # RoPE tables back to float32
+    return finish(model.to(device=device, dtype=dtype), device)  # eval mode, trainable, re-tied
 
 
 def _load_pt(path: str | Path) -> Transformer:

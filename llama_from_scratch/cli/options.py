@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llama_from_scratch.checkpoints.dtypes import DTYPES
 from llama_from_scratch.cli.main import CLIError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint directory or beside it)")
     parser.add_argument("--device", default="auto", metavar="DEV",
                         help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="weights' dtype (default: as stored, Meta's bfloat16 or Hugging Face's float16; "
                              "bfloat16 becomes float16 on GPUs without fast bfloat16, such as the T4)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first tokens)")
