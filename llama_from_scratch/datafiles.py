@@ -81,6 +81,12 @@ def data_dir() -> Path:
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return Path(env).expanduser()
+    return user_cache_dir()
+
+
+def user_cache_dir() -> Path:
+    """The package's folder in the user cache: `$XDG_CACHE_HOME/llama_from_scratch` (default
+    `~/.cache/llama_from_scratch`), whatever `$LLAMA_DATA_DIR` says."""
     cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
     return Path(cache) / "llama_from_scratch"
 

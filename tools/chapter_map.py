@@ -127,7 +127,13 @@ def render() -> str:
         if slug not in notebooks:
             if n not in plan:
                 raise ValueError(f"book/intro.md's plan of the book has no chapter {n} ({slug})")
-            out += [f"## {n}. {plan[n]} (to come)", "", f"Its modules will go in `{PLANNED_FOLDERS[slug]}`.", ""]
+            out += [f"## {n}. {plan[n]} (to come)", ""]
+            built = [m for m in mods if m.chapter == slug]
+            if built:  # the package's part is written before the chapter that shows it
+                out += ["Written ahead of the chapter:", "", "| module | what it holds |", "|---|---|"]
+                out += [f"| `{m.path}` | {_cell(m.summary)} |" for m in built] + [""]
+            elif slug in PLANNED_FOLDERS:
+                out += [f"Its modules will go in `{PLANNED_FOLDERS[slug]}`.", ""]
             continue
         heading = title(notebooks[slug])
         out += [f"## {heading}", "", f"Chapter [{notebooks[slug].stem}]({notebooks[slug].name}) builds:", ""]
@@ -139,7 +145,7 @@ def render() -> str:
     for folder, summary in folders():
         inside = [m for m in mods if m.path == folder or m.path.startswith(folder)]
         chapters = sorted({m.chapter for m in inside}, key=number)
-        planned = sorted((s for s, f in PLANNED_FOLDERS.items() if f == folder), key=number)
+        planned = sorted((s for s, f in PLANNED_FOLDERS.items() if f == folder and s not in chapters), key=number)
         served = ", ".join([f"{number(s):02d} {s}" for s in chapters]
                            + [f"{number(s):02d} {s} (to come)" for s in planned])
         out.append(f"| `{folder}` | {served} | {_cell(summary)} |")

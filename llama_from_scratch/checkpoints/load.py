@@ -27,17 +27,21 @@ from llama_from_scratch.model.transformer import Transformer
 
 
 def detect_format(path: str | Path) -> str:
-    """"meta", "hf", "llama2c-bin" or "llama2c-pt"; `CheckpointError` saying what was expected."""
+    """"meta", "hf", "training", "llama2c-bin" or "llama2c-pt"; `CheckpointError` saying what was
+    expected."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
+        if (path / "run.json").is_file():  # written by `python -m llama_from_scratch train`
+            return "training"
         if (path / "params.json").is_file():
             return "meta"
         if (path / "config.json").is_file():
             return "hf"
-        raise CheckpointError(f"{path} is a directory without params.json (Meta's format) or config.json "
-                              "(Hugging Face's format): point at the folder that holds the weights")
+        raise CheckpointError(f"{path} is a directory without params.json (Meta's format), config.json "
+                              "(Hugging Face's format) or run.json (a training run): point at the folder "
+                              "that holds the weights")
     if path.suffix == ".bin":
         return "llama2c-bin"
     if path.suffix == ".pt":
@@ -55,6 +59,8 @@ def read_args(path: str | Path) -> ModelArgs:
         return meta_format.read_meta_args(path)
     if kind == "hf":
         return hf_config.read_hf_args(path)
+    if kind == "training":
+        return _training(lambda run: run.read_run(path)["model"])
     if kind == "llama2c-bin":
         return llama2c.header_args(llama2c.read_header(path))
     return _load_pt(path).args  # small files: reading it whole is fine
@@ -74,7 +80,7 @@ def read_dtype(path: str | Path) -> torch.dtype:
         first = hf_reader.open_weights(files[0])
         key = next(k for k in first.shapes if not k.endswith(hf_reader.IGNORED_SUFFIXES))
         return first.get(key).dtype
-    return torch.float32  # llama2.c files
+    return torch.float32  # llama2.c files and training runs (float32 weights)
 
 
 def read_special_ids(path: str | Path) -> tuple[int | None, tuple[int, ...]] | None:
@@ -90,7 +96,7 @@ def read_special_ids(path: str | Path) -> tuple[int | None, tuple[int, ...]] | N
     from llama_from_scratch.tokenizer.llama2c import BOS_ID, EOS_ID
 
     kind = detect_format(path)
-    if kind == "meta":
+    if kind in ("meta", "training"):  # a training run's ids are its tokenizer's, saved beside it
         return None
     if kind.startswith("llama2c"):
         return BOS_ID, (EOS_ID,)
@@ -126,6 +132,8 @@ def load_model(path: str | Path, device: torch.device | str | None = None,
         return meta_format.load_meta(path, device, dtype, progress=progress)
     if kind == "hf":
         return hf_reader.load_hf(path, device, dtype, progress=progress)
+    if kind == "training":
+        return _training(lambda run: run.load_trained_model(path, device, dtype))
     model = llama2c.load_bin(path) if kind == "llama2c-bin" else _load_pt(path)
     return finish(model.to(device=device, dtype=dtype), device)  # eval mode, trainable, re-tied
 
@@ -140,3 +148,14 @@ def _load_pt(path: str | Path) -> Transformer:
         raise CheckpointError(f"refusing to load {path}: it holds pickled objects other than tensors, "
                               "which could run code on your machine, so weights_only=True rejected it. "
                               "Use a checkpoint from a source you trust.") from err
+
+
+def _training(read):
+    """Call `read(training.run)`; a training directory's errors become `CheckpointError`s."""
+    from llama_from_scratch.training import run
+    from llama_from_scratch.training.checkpoint import TrainingError
+
+    try:
+        return read(run)
+    except TrainingError as err:
+        raise CheckpointError(str(err)) from err

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("llama_from_scratch.cli.tokenize", "text to token ids and back, line by line (LLaMA 2 or llama2.c tokenizers)"),
     "generate": ("llama_from_scratch.cli.generate", "continue a prompt with a checkpoint (greedy, temperature, top-k, top-p)"),
     "chat": ("llama_from_scratch.cli.chat", "talk to a LLaMA 2 chat model in Meta's chat format (multi-turn, GPU)"),
+    "train": ("llama_from_scratch.cli.train", "pretrain a LLaMA on a text file (LLaMA 2's recipe, resumable)"),
+    "evaluate": ("llama_from_scratch.cli.evaluate", "validation loss and bits per byte of a training run"),
 }
 
 

@@ -65,12 +65,13 @@ def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
 
 def tokenizer_path(args: argparse.Namespace) -> Path:
     """--tokenizer, or tokenizer.model inside a checkpoint directory or beside the checkpoint
-    (Meta's download keeps it one level above llama-2-7b/)."""
+    (Meta's download keeps it one level above llama-2-7b/); a training run's folder may hold
+    llama2.c's tokenizer.bin instead."""
     if args.tokenizer:
         return Path(args.tokenizer)
     checkpoint = Path(args.checkpoint)
-    candidates = ([checkpoint / "tokenizer.model"] if checkpoint.is_dir() else []) + [
-        checkpoint.parent / "tokenizer.model"]
+    inside = [checkpoint / "tokenizer.model", checkpoint / "tokenizer.bin"] if checkpoint.is_dir() else []
+    candidates = inside + [checkpoint.parent / "tokenizer.model"]
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 
