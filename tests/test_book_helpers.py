@@ -57,3 +57,11 @@ def test_check_close_says_what_is_wrong(actual, message):
     with pytest.raises(AssertionError, match=message):
         check_close(actual, torch.tensor([1.0, 2.0]), "thing")
     check_close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]), "thing")
+
+
+def test_show_source_of_a_decorated_function_names_its_own_file():
+    from llama_from_scratch.training.clipping import clip_grad_norm  # @torch.no_grad()
+
+    shown = show_source(clip_grad_norm)
+    assert shown.caption.startswith("llama_from_scratch/training/clipping.py, lines ")
+    assert shown.code.lstrip().startswith("@torch.no_grad()") or "def clip_grad_norm" in shown.code.splitlines()[0]

@@ -199,7 +199,7 @@ def show_source_targets(path: Path) -> list[tuple[str, str | Exception]]:
             expr = ast.unparse(node.args[0]) if node.args else "?"
             try:
                 obj = eval(expr, namespace)  # noqa: S307 - an expression from our own chapter
-                targets.append((expr, Path(inspect.getsourcefile(obj)).resolve().relative_to(PACKAGE).as_posix()))
+                targets.append((expr, Path(inspect.getsourcefile(inspect.unwrap(obj))).resolve().relative_to(PACKAGE).as_posix()))
             except Exception as err:  # noqa: BLE001 - any failure means the call cannot be checked
                 targets.append((expr, err))
     return targets

@@ -28,6 +28,7 @@ class Source:
     """
 
     def __init__(self, obj: object) -> None:
+        obj = inspect.unwrap(obj)  # a decorated function (e.g. @torch.no_grad()): its own source and file
         lines, start = inspect.getsourcelines(obj)
         self.code = textwrap.dedent("".join(lines))
         self.first_line = max(start, 1)  # getsourcelines gives 0 for a whole module
