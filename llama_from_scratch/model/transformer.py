@@ -111,6 +111,11 @@ class Transformer(nn.Module):
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
 
+    def embed(self, tokens: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        """`(batch, seq)` ids -> `(batch, seq, dim)` vectors. Only the token: LLaMA adds no position
+        here (RoPE rotates q and k inside attention); a GPT-2-style model adds learned positions."""
+        return self.tok_embeddings(tokens)
+
     def hidden_states(self, tokens: torch.Tensor, start_pos: int = 0,
                       cache: list[KVCache] | None = None, last_only: bool = False) -> torch.Tensor:
         """The body: token ids `(batch, seq)` -> final-normed hidden states `(batch, seq, dim)`,
@@ -122,7 +127,7 @@ class Transformer(nn.Module):
         if start_pos + seq > self.args.max_seq_len:
             raise ValueError(f"positions up to {start_pos + seq} exceed the context length "
                              f"max_seq_len={self.args.max_seq_len}")
-        h = self.tok_embeddings(tokens)  # (b, seq, dim)
+        h = self.embed(tokens, start_pos)  # (b, seq, dim)
         cos = self.freqs_cos[start_pos:start_pos + seq]  # (seq, head_dim/2)
         sin = self.freqs_sin[start_pos:start_pos + seq]  # (seq, head_dim/2)
         for i, layer in enumerate(self.layers):

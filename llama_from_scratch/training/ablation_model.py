@@ -24,8 +24,6 @@ Chapter: pretraining.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -37,7 +35,7 @@ from llama_from_scratch.model.config import ModelArgs
 from llama_from_scratch.model.feedforward import FeedForward
 from llama_from_scratch.model.rmsnorm import RMSNorm
 from llama_from_scratch.model.rope import precompute_freqs
-from llama_from_scratch.model.transformer import _normal_
+from llama_from_scratch.model.transformer import Transformer
 
 # The two ends of the ablation: every switch LLaMA's, or every switch GPT-2's.
 BLOCKS: dict[str, dict[str, object]] = {
@@ -143,12 +141,14 @@ class AblationBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))  # (b, seq, dim)
 
 
-class AblationModel(nn.Module):
+class AblationModel(Transformer):
     """Token ids `(batch, seq)` -> next-token logits `(batch, seq, vocab_size)`, float32; the same
     interface as `Transformer` (start_pos, KV cache, last_only, hidden_states, new_cache)."""
 
     def __init__(self, args: AblationArgs):
-        super().__init__()
+        # Transformer's methods are inherited (forward, new_cache, set_attention_path, and `_apply`
+        # keeping the RoPE tables float32); its __init__ is not, since the parts differ.
+        nn.Module.__init__(self)
         self.args = args
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         learned = args.positions == "learned"
@@ -170,59 +170,22 @@ class AblationModel(nn.Module):
         self.register_buffer("freqs_cos", cos, persistent=False)
         self.register_buffer("freqs_sin", sin, persistent=False)
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> AblationModel:
-        super()._apply(fn, recurse)  # as in Transformer: tables recomputed in float32, never cast
-        self.reset_rope_tables(self.freqs_cos.device)
-        return self
-
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:
-        """`Transformer.init_weights`'s scheme: Linear and Embedding weights (the position embedding
-        too) ~ N(0, 0.02), `attention.wo` and `feed_forward.w2` ~ N(0, 0.02 / sqrt(2 n_layers)),
-        norm weights 1; every bias 0 (GPT-2's init). Same module order, so the LLaMA switches and
-        one generator draw exactly the Transformer's weights."""
-        std = 0.02
-        residual_std = std / math.sqrt(2 * self.args.n_layers)
-        seen = set()
-        for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)) and id(module.weight) not in seen:
-                seen.add(id(module.weight))
-                residual = name.endswith(("attention.wo", "feed_forward.w2"))
-                _normal_(module.weight, residual_std if residual else std, generator)
-            elif isinstance(module, (RMSNorm, nn.LayerNorm)):
+        """`Transformer.init_weights`'s scheme and draws (the position embedding, a Linear or
+        Embedding weight too, ~ N(0, 0.02)), then GPT-2's rest: LayerNorm weights 1, every bias 0.
+        Same module order, so the LLaMA switches and one generator give the Transformer's weights."""
+        super().init_weights(generator)
+        for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
                 module.weight.fill_(1.0)
             if getattr(module, "bias", None) is not None:  # nn.Linear(bias=False) has bias None
                 module.bias.zero_()
 
-    def hidden_states(self, tokens: torch.Tensor, start_pos: int = 0,
-                      cache: list[KVCache] | None = None, last_only: bool = False) -> torch.Tensor:
-        """Token ids `(batch, seq)` -> final-normed hidden states `(batch, seq, dim)`, as Transformer's."""
-        b, seq = tokens.shape
-        if start_pos + seq > self.args.max_seq_len:
-            raise ValueError(f"positions up to {start_pos + seq} exceed the context length "
-                             f"max_seq_len={self.args.max_seq_len}")
+    def embed(self, tokens: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        """Token embeddings `(batch, seq, dim)`, plus GPT-2's learned positions when switched on."""
         h = self.tok_embeddings(tokens)  # (b, seq, dim)
-        if self.pos_embeddings is not None:
-            positions = torch.arange(start_pos, start_pos + seq, device=tokens.device)  # (seq,)
-            h = h + self.pos_embeddings(positions)  # (b, seq, dim): GPT-2's wte + wpe
-        cos = self.freqs_cos[start_pos:start_pos + seq]  # (seq, head_dim/2)
-        sin = self.freqs_sin[start_pos:start_pos + seq]  # (seq, head_dim/2)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, start_pos, None if cache is None else cache[i])  # (b, seq, dim)
-        if last_only:
-            h = h[:, -1:]  # (b, 1, dim)
-        return self.norm(h)  # (b, seq, dim)
-
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0,
-                cache: list[KVCache] | None = None, last_only: bool = False) -> torch.Tensor:
-        h = self.hidden_states(tokens, start_pos, cache, last_only)  # (b, seq, dim)
-        return self.output(h).float()  # (b, seq, vocab_size)
-
-    def new_cache(self, batch: int, max_seq_len: int | None = None) -> list[KVCache]:
-        w = self.tok_embeddings.weight
-        return [KVCache(batch, max_seq_len or self.args.max_seq_len, self.args.kv_heads,
-                        self.args.head_dim, dtype=w.dtype, device=w.device) for _ in self.layers]
-
-    def set_attention_path(self, use_sdpa: bool) -> None:
-        for layer in self.layers:
-            layer.attention.use_sdpa = use_sdpa
+        if self.pos_embeddings is None:
+            return h
+        positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)  # (seq,)
+        return h + self.pos_embeddings(positions)  # (b, seq, dim): GPT-2's wte + wpe
