@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 ENV_VAR = "LLAMA_DATA_DIR"
 
@@ -91,11 +92,14 @@ def user_cache_dir() -> Path:
     return Path(cache) / "llama_from_scratch"
 
 
-def sha256_of(file: Path) -> str:
+def sha256_of(file: Path | BinaryIO) -> str:
+    """Hex sha256 of a file, by path or an open binary file (read from where it is to the end)."""
+    if not hasattr(file, "read"):
+        with open(file, "rb") as f:
+            return sha256_of(f)
     digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: file.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 

@@ -7,23 +7,14 @@ compiled model generating the same tokens as the eager one.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_7b", ROOT / "benchmarks" / "gpu_7b.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_gpu_script_runs_scaled_down_on_the_cpu(tmp_path):
     out = tmp_path / "results"
-    script = load_script()
+    script = load_benchmark("gpu_7b")
     assert script.main(["--out", str(out), "--preset", "tiny", "--device", "cpu", "--dtype", "float32",
                         "--compile-backend", "eager", "--tokens", "6", "--runs", "1", "--copy-gib", "0.001",
                         "--workdir", str(tmp_path)]) == 0

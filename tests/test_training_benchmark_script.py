@@ -7,22 +7,13 @@ variant is timed, and that the ratios and MFU in its JSON are the arithmetic the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_training", ROOT / "benchmarks" / "training.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture
@@ -34,7 +25,7 @@ def restore_threads():
 
 def test_training_benchmark_runs_scaled_down(tmp_path, capsys, restore_threads):
     out = tmp_path / "training.json"
-    script = load_script()
+    script = load_benchmark("training")
     assert script.main(["--sizes", "tiny", "--steps", "1", "--repeats", "2", "--threads", "1",
                         "--compile-backend", "eager", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

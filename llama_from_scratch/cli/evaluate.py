@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from llama_from_scratch.training.checkpoint import TrainingError
     from llama_from_scratch.training.loop import bits_per_byte, evaluate
     from llama_from_scratch.training.run import load_trained_model, read_run
-    from llama_from_scratch.training.setup import open_data, prepare_tokenizer
+    from llama_from_scratch.training.setup import open_data, run_tokenizer
 
     if args.batches is not None and args.batches < 1:
         raise CLIError(f"--batches must be at least 1, got {args.batches}")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_info = read_run(folder)
         settings = run_info["train"]
-        tokenizer = prepare_tokenizer(folder, None, None, args.data, resume=True)
+        tokenizer = run_tokenizer(folder)
         data = open_data(args.data, tokenizer, settings)
         model = load_trained_model(folder)
     except TrainingError as err:

@@ -22,10 +22,11 @@ import json
 from dataclasses import asdict, fields, replace
 
 from llama_from_scratch.cli.main import CLIError
+from llama_from_scratch.training.run import TrainSettings
 
 SETTING_FLAGS = ["seq_len", "batch_size", "grad_accum", "max_steps", "lr", "warmup_steps", "eval_every",
                  "eval_batches", "save_every", "seed", "dtype"]
-MODEL_FLAGS = {"dim": "dim", "n_layers": "n_layers", "n_heads": "n_heads", "n_kv_heads": "n_kv_heads"}
+MODEL_FLAGS = ["dim", "n_layers", "n_heads", "n_kv_heads"]  # ModelArgs fields settable from the command line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", metavar="NAME", help="model shape to start from (default: tiny)")
     for flag in MODEL_FLAGS:
         parser.add_argument(f"--{flag.replace('_', '-')}", type=int, metavar="N")
-    types = {f.name: f.type for f in fields(_settings_class())}
+    types = {f.name: f.type for f in fields(TrainSettings)}
     for name in SETTING_FLAGS:  # None = the default, or the resumed run's value
         kind = {"int": int, "float": float, "str": str}[types[name]]
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=name.split("_")[-1].upper(),
@@ -46,17 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default), cuda, ...")
 
 
-def _settings_class():
-    from llama_from_scratch.training.run import TrainSettings
-
-    return TrainSettings
-
-
 def settings_from(args: argparse.Namespace, base=None):
     """TrainSettings from the flags given, on top of `base` (a resumed run's) or the defaults."""
     given = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
     try:
-        return replace(base, **given) if base is not None else _settings_class()(**given)
+        return replace(base, **given) if base is not None else TrainSettings(**given)
     except ValueError as err:
         raise CLIError(str(err)) from None
 
@@ -64,7 +59,7 @@ def settings_from(args: argparse.Namespace, base=None):
 def model_args_from(args: argparse.Namespace, vocab_size: int, seq_len: int):
     from llama_from_scratch.model.config import preset
 
-    shape = {field: getattr(args, flag) for flag, field in MODEL_FLAGS.items() if getattr(args, flag) is not None}
+    shape = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
     try:
         return preset(args.preset or "tiny", **shape, vocab_size=vocab_size, max_seq_len=seq_len)
     except ValueError as err:
@@ -121,7 +116,7 @@ def train_in(out, args: argparse.Namespace) -> dict:
     from llama_from_scratch.training.batches import BatchSampler
     from llama_from_scratch.training.loop import bits_per_byte, evaluate, fit, restore
     from llama_from_scratch.training.setup import (build_model, open_data, prepare_tokenizer, resume_state,
-                                                   write_new_run)
+                                                   run_tokenizer, write_new_run)
 
     has_checkpoint = (out / CHECKPOINT_FILE).exists()
     if has_checkpoint and not args.resume:
@@ -133,7 +128,7 @@ def train_in(out, args: argparse.Namespace) -> dict:
         before = read_run(out)
         settings = settings_from(args, before["train"])
         changed = differences(asdict(before["train"]), asdict(settings), MAY_CHANGE_ON_RESUME)
-        tokenizer = prepare_tokenizer(out, None, None, args.data, resume=True)
+        tokenizer = run_tokenizer(out)
         changed += tokenizer_differences(args, tokenizer)
         model_args = before["model"]
         if args.preset or any(getattr(args, flag) is not None for flag in MODEL_FLAGS):
@@ -141,7 +136,7 @@ def train_in(out, args: argparse.Namespace) -> dict:
                                                                               settings.seq_len)))
     else:
         settings = settings_from(args)
-        tokenizer = prepare_tokenizer(out, args.tokenizer, args.vocab_size, args.data, resume=False)
+        tokenizer = prepare_tokenizer(out, args.tokenizer, args.vocab_size, args.data)
         model_args = model_args_from(args, tokenizer.vocab_size, settings.seq_len)
         changed = []
     data = open_data(args.data, tokenizer, settings)

@@ -15,15 +15,16 @@ from llama_from_scratch.model.config import ModelArgs
 from llama_from_scratch.model.transformer import Transformer
 
 
-def empty_model(args: ModelArgs) -> Transformer:
-    """A `Transformer` whose tensors live on the meta device: shapes only, no memory.
+def empty_model(args: ModelArgs, model_class: type[Transformer] = Transformer) -> Transformer:
+    """A `Transformer` (or a subclass, e.g. the ablation model) whose tensors live on the meta
+    device: shapes only, no memory.
 
     Its RoPE buffers are on the meta device too, and `init_weights` drew nothing. To train
     one: `model.to_empty(device=...)` (allocates; recomputes the RoPE tables) and then
     `model.init_weights()`. Loaders instead assign checkpoint tensors (checkpoints.assign).
     """
     with torch.device("meta"):
-        return Transformer(args)
+        return model_class(args)
 
 
 def count_parameters(args: ModelArgs) -> int:

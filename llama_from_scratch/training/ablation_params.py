@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from llama_from_scratch.model.config import ModelArgs
+from llama_from_scratch.model.parameters import empty_model
 from llama_from_scratch.training.ablation_model import AblationArgs, AblationModel, ablation_args
 
 
@@ -30,8 +29,7 @@ def parameter_counts(args: ModelArgs) -> dict[str, int]:
     `ModelArgs` counts as LLaMA's block), built on the meta device: no memory allocated."""
     if not isinstance(args, AblationArgs):
         args = ablation_args(args, "llama")
-    with torch.device("meta"):
-        model = AblationModel(args)
+    model = empty_model(args, AblationModel)
     total = sum(p.numel() for p in model.parameters())  # a tied output matrix once
     embedding = model.tok_embeddings.weight.numel()
     if model.pos_embeddings is not None:

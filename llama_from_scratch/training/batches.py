@@ -85,6 +85,11 @@ class BatchSampler:
         self.batches = int(state["batches"])
 
 
+def batches_that_fit(n_tokens: int, seq_len: int, batch_size: int) -> int:
+    """How many batches `eval_windows` can give: full batches of windows, or one smaller batch."""
+    return max((n_tokens - 1) // seq_len // batch_size, 1)
+
+
 def eval_windows(tokens: Sequence[int] | np.ndarray, seq_len: int, batch_size: int, n_batches: int | None = None,
                  split: str = "the validation split") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches (x, y) of consecutive non-overlapping windows from the start of `tokens`.
@@ -96,7 +101,7 @@ def eval_windows(tokens: Sequence[int] | np.ndarray, seq_len: int, batch_size: i
     check_split(len(tokens), seq_len, split)
     tokens = np.asarray(tokens)
     n_windows = (len(tokens) - 1) // seq_len
-    fit = max(n_windows // batch_size, 1)
+    fit = batches_that_fit(len(tokens), seq_len, batch_size)
     if n_batches is None:
         n_batches = fit
     elif not 1 <= n_batches <= fit:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from llama_from_scratch.datafiles import sha256_of, user_cache_dir
 from llama_from_scratch.tokenizer.base import Tokenizer
 from llama_from_scratch.training.batches import check_split
 from llama_from_scratch.training.checkpoint import atomic_write
@@ -56,8 +57,6 @@ class TokenCacheError(ValueError):
 
 def default_cache_dir() -> Path:
     """`tokens/` in the package's user cache (`$XDG_CACHE_HOME` or ~/.cache, /llama_from_scratch)."""
-    from llama_from_scratch.datafiles import user_cache_dir
-
     return user_cache_dir() / "tokens"
 
 
@@ -91,8 +90,9 @@ class TokenFile:
                 if size != meta["tokens_bytes"] or size != meta["n_tokens"] * dtype.itemsize:
                     raise TokenCacheError(f"{path} holds {size} bytes; its sidecar says {meta['tokens_bytes']} "
                                           f"({meta['n_tokens']} {dtype} tokens)")
-                if _sha256_of(f) != meta["tokens_sha256"]:
+                if sha256_of(f) != meta["tokens_sha256"]:
                     raise TokenCacheError(f"{path}'s sha256 does not match its sidecar's")
+                f.seek(0)
                 # Mapped from the file just checked (the mapping outlives `f`), not by name again.
                 tokens = np.memmap(f, dtype=dtype, mode="r", shape=(meta["n_tokens"],))
         except FileNotFoundError:
@@ -217,10 +217,3 @@ def _running(pid: int) -> bool:
         return True
     return True
 
-
-def _sha256_of(f: Any) -> str:
-    digest = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-    f.seek(0)
-    return digest.hexdigest()

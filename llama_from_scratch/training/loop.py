@@ -27,7 +27,7 @@ import torch
 
 from llama_from_scratch.training.checkpoint import TrainingError, atomic_write, save_state
 from llama_from_scratch.training.clipping import clip_grad_norm
-from llama_from_scratch.training.batches import BatchSampler, eval_windows
+from llama_from_scratch.training.batches import BatchSampler, batches_that_fit, eval_windows
 from llama_from_scratch.training.loss import cross_entropy
 from llama_from_scratch.training.run import CHECKPOINT_FILE, METRICS_FILE, TrainSettings
 from llama_from_scratch.training.schedule import lr_at
@@ -85,8 +85,7 @@ def evaluate(model: torch.nn.Module, tokens: Any, settings: TrainSettings,
     tokens it covers; `n_batches=None` covers every full window, and more batches than the
     tokens hold are capped to what fits. Deterministic."""
     if n_batches is not None:
-        n_windows = (len(tokens) - 1) // settings.seq_len
-        n_batches = min(n_batches, max(n_windows // settings.micro_batch, 1))
+        n_batches = min(n_batches, batches_that_fit(len(tokens), settings.seq_len, settings.micro_batch))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

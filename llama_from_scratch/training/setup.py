@@ -20,21 +20,19 @@ import torch
 from llama_from_scratch.model.config import ModelArgs
 from llama_from_scratch.model.transformer import Transformer
 from llama_from_scratch.tokenizer.base import Tokenizer
+from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
 from llama_from_scratch.training.checkpoint import TrainingError, load_state
 from llama_from_scratch.training.data import TokenFile, tokenize_file
 from llama_from_scratch.training.run import CHECKPOINT_FILE, TrainSettings, tokenizer_file, write_run
 
 
-def prepare_tokenizer(folder: Path, given: str | None, vocab_size: int | None, text_path: str,
-                      resume: bool) -> Tokenizer:
-    """The run's tokenizer, saved in `folder`: the resumed run's, a copy of `given`, a BPE of
-    `vocab_size` pieces trained on the first 90% of the text, or LLaMA 2's."""
+def prepare_tokenizer(folder: Path, given: str | None, vocab_size: int | None, text_path: str) -> Tokenizer:
+    """A new run's tokenizer, saved in `folder`: a copy of `given`, a BPE of `vocab_size` pieces
+    trained on the first 90% of the text, or LLaMA 2's."""
     from llama_from_scratch import datafiles
     from llama_from_scratch.tokenizer.load import load_tokenizer
     from llama_from_scratch.tokenizer.sentencepiece_model import ModelFormatError
 
-    if resume:
-        return _load(tokenizer_file(folder))
     for name in ("tokenizer.model", "tokenizer.bin"):  # a fresh start replaces an earlier one
         (folder / name).unlink(missing_ok=True)
     if vocab_size is not None:
@@ -47,20 +45,22 @@ def prepare_tokenizer(folder: Path, given: str | None, vocab_size: int | None, t
             write_model(train(text[: len(text) * 9 // 10], vocab_size), folder / "tokenizer.model")
         except ValueError as err:
             raise TrainingError(f"--vocab-size {vocab_size}: {err}") from None
-        return _load(folder / "tokenizer.model")
+        return run_tokenizer(folder)
     source = Path(given) if given else datafiles.path("llama2_tokenizer.model")
     try:
         tokenizer = load_tokenizer(source)
     except (OSError, ModelFormatError, ValueError) as err:
         raise TrainingError(f"--tokenizer {source}: {err}") from None
-    kind = "tokenizer.model" if type(tokenizer).__name__ == "SentencePieceBPE" else "tokenizer.bin"
+    kind = "tokenizer.model" if isinstance(tokenizer, SentencePieceBPE) else "tokenizer.bin"
     shutil.copyfile(source, folder / kind)
     return tokenizer
 
 
-def _load(path: Path) -> Tokenizer:
+def run_tokenizer(folder: Path) -> Tokenizer:
+    """The tokenizer saved in a run's folder (tokenizer.model or tokenizer.bin)."""
     from llama_from_scratch.tokenizer.load import load_tokenizer
 
+    path = tokenizer_file(folder)
     try:
         return load_tokenizer(path)
     except (OSError, ValueError) as err:
