@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("llama_from_scratch.cli.chat", "talk to a LLaMA 2 chat model in Meta's chat format (multi-turn, GPU)"),
     "train": ("llama_from_scratch.cli.train", "pretrain a LLaMA on a text file (LLaMA 2's recipe, resumable)"),
     "evaluate": ("llama_from_scratch.cli.evaluate", "validation loss and bits per byte of a training run"),
+    "scaling": ("llama_from_scratch.cli.scaling", "compute-optimal sizes, scaling-law fits and the IsoFLOP sweep"),
 }
 
 

@@ -27,7 +27,7 @@ embeddings, the output matmul, and adds the norms' few weights. Not counted: ele
 matmul FLOPs. `measure_matmul_peak` times float32/bfloat16 square matmuls on the CPU (not
 handled: GPUs); `mfu` = achieved FLOP/s over that peak.
 
-Chapter: pretraining.
+Chapter: pretraining (also shown in: scaling_laws).
 """
 
 from __future__ import annotations
