@@ -15,6 +15,7 @@ import torch
 from llama_from_scratch import datafiles
 from llama_from_scratch.cli.main import main
 from llama_from_scratch.model.transformer import Transformer
+from llama_from_scratch.scaling.corpus import stdlib_sources, write_stdlib_corpus
 from llama_from_scratch.scaling.errors import ScalingError
 from llama_from_scratch.scaling.grid import (BATCH_SIZE, LADDER, MIN_STEPS, SEQ_LEN, non_embedding_params,
                                              parse_budgets, plan, rung_args)
@@ -204,3 +205,19 @@ def test_cli_bad_input_exits_2(capsys, tmp_path, corpus, argv, message):
     argv = [a.format(tmp=tmp_path, corpus=corpus) for a in argv]
     code, out, err = cli(capsys, *argv)
     assert code == 2 and out == "" and message in err
+
+
+def test_the_stdlib_corpus_skips_tests_and_packages_and_names_each_file(tmp_path):
+    root = tmp_path / "lib"
+    for name, text in {"a.py": "x = 1\n", "pkg/b.py": "y = 2\n\n\n", "test/t.py": "no", "pkg/tests/t.py": "no",
+                       "site-packages/s.py": "no", "notes.txt": "no"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "latin.py").write_bytes(b"caf\xe9 = 1\n")  # not UTF-8: skipped
+    info = write_stdlib_corpus(tmp_path / "corpus.txt", root)
+    assert (tmp_path / "corpus.txt").read_text() == "# file: a.py\nx = 1\n\n# file: pkg/b.py\ny = 2\n\n"
+    assert info["files"] == 2 and info["bytes"] == (tmp_path / "corpus.txt").stat().st_size
+    with pytest.raises(ScalingError, match="no .py files"):
+        (tmp_path / "only_tests" / "tests").mkdir(parents=True)
+        (tmp_path / "only_tests" / "tests" / "t.py").write_text("x = 1\n")
+        stdlib_sources(tmp_path / "only_tests")

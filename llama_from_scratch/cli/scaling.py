@@ -8,6 +8,9 @@
            (K resamples whose fit failed, e.g. a budget left with too few sizes, are not in the intervals)
     scaling sweep --data TEXT --out DIR [--budgets 1e11,3e11,1e12,3e12] [--resume] [--seed S]
         -> DIR/runs.json as runs finish; stdout: one line {"runs": count, "out": "DIR/runs.json"}
+    scaling corpus --out FILE
+        -> FILE: this Python's standard-library source as one text (a larger corpus for `sweep`);
+           stdout: {"python": version, "files": count, "bytes": size, "out": FILE}
 
 Each prints one JSON line on stdout; progress goes to stderr; bad input exits with status 2.
 `fit` reads a JSON list of records `{"params": N, "tokens": D, "flops": C, "loss": L}` (N =
@@ -43,13 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--budgets", default="1e11,3e11,1e12,3e12", help="comma-separated FLOP budgets")
     sweep.add_argument("--resume", action="store_true", help="finish the sweep already in DIR")
     sweep.add_argument("--seed", type=int, default=0, help="initialisation and batch-order seed")
+    corpus = sub.add_parser("corpus", help="write the Python standard library's source as one text file")
+    corpus.add_argument("--out", required=True, metavar="FILE", help="the text file to write")
 
 
 def run(args: argparse.Namespace) -> int:
     from llama_from_scratch.scaling.errors import ScalingError
 
     try:
-        result = {"optimum": _optimum, "fit": _fit, "sweep": _sweep}[args.action](args)
+        result = {"optimum": _optimum, "fit": _fit, "sweep": _sweep, "corpus": _corpus}[args.action](args)
     except ScalingError as err:
         raise CLIError(str(err)) from None
     print(json.dumps(result), flush=True)
@@ -94,3 +99,12 @@ def _sweep(args: argparse.Namespace) -> dict[str, object]:
 
     records = run_sweep(args.data, args.out, parse_budgets(args.budgets), seed=args.seed, resume=args.resume)
     return {"runs": len(records), "out": f"{args.out.rstrip('/')}/runs.json"}
+
+
+def _corpus(args: argparse.Namespace) -> dict[str, object]:
+    from llama_from_scratch.scaling.corpus import write_stdlib_corpus
+
+    try:
+        return {**write_stdlib_corpus(args.out), "out": args.out}
+    except OSError as err:
+        raise CLIError(f"cannot write {args.out}: {err.strerror}; choose another --out") from None
