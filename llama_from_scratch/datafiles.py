@@ -11,6 +11,9 @@ A file missing there is downloaded from its public home into that folder, with a
 progress bar, and kept only if its sha256 matches. Offline, the error names the file,
 the URL and the variable to set. Not handled: resuming a partial download (it restarts).
 
+`BOOK_FILES` are made for the book and have no public home (the alignment task's word lists
+and topics): they are only looked up in the data folder, never downloaded.
+
 Chapter: warmup.
 """
 
@@ -69,6 +72,18 @@ FILES: dict[str, DataFile] = {
             6_227,
             "stories260K's 512-token tokenizer (llama2.c tokenizer.bin format)",
         ),
+    ]
+}
+
+
+# Made for the book, not downloaded: found in the data folder (shared/data beside a checkout) or not at all.
+BOOK_FILES: dict[str, DataFile] = {
+    f.name: f
+    for f in [
+        DataFile("alignment/lexicon.json", "", "ef95289247fdc6e3677ed89109dc40d5cca75c40492a51e1a1a4b8c66b602584",
+                 858, "the alignment task's positive and negative word lists (the true score's sentiment)"),
+        DataFile("alignment/topics.json", "", "ae16a41ebbb789669c1a1f1b83c4c2d34cdffbaa56ee13a835e50fabd02d7039",
+                 300, "the alignment task's training and held-out topics"),
     ]
 }
 
@@ -137,12 +152,18 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
 def path(name: str, download_if_missing: bool = True) -> Path:
     """Local path of the named data file (see the module docstring for where it looks).
 
-    `name` is one of `FILES` (e.g. "tinyshakespeare.txt", "stories260K/tok512.bin").
-    Raises `DataError` naming the file, its URL and `$LLAMA_DATA_DIR` when the file is
-    neither local nor downloadable.
+    `name` is one of `FILES` (e.g. "tinyshakespeare.txt", "stories260K/tok512.bin") or of
+    `BOOK_FILES` (e.g. "alignment/topics.json", never downloaded). Raises `DataError` naming
+    the file, its URL and `$LLAMA_DATA_DIR` when the file is neither local nor downloadable.
     """
+    if name in BOOK_FILES:
+        local = data_dir() / name
+        if local.is_file():
+            return local
+        raise DataError(f"{name} is not in {data_dir()}: it is made for the book and has no download; set "
+                        f"{ENV_VAR} to the book's data folder (shared/data beside a checkout), which holds it.")
     if name not in FILES:
-        raise DataError(f"unknown data file {name!r}; known files: {', '.join(FILES)}")
+        raise DataError(f"unknown data file {name!r}; known files: {', '.join([*FILES, *BOOK_FILES])}")
     entry = FILES[name]
     folder = data_dir()
     local = folder / entry.name

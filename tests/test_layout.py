@@ -16,10 +16,10 @@ TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "datafiles.py"}
 # Public names that several modules define on purpose, each with the modules allowed to.
 SHARED_NAMES = {
     # The command protocol: cli/main.py finds each command's module in COMMANDS and calls these two.
-    "add_arguments": {"cli/chat.py", "cli/data.py", "cli/evaluate.py", "cli/generate.py", "cli/scaling.py",
-                      "cli/tokenize.py", "cli/train.py"},
-    "run": {"cli/chat.py", "cli/data.py", "cli/evaluate.py", "cli/generate.py", "cli/scaling.py", "cli/tokenize.py",
-            "cli/train.py"},
+    "add_arguments": {"cli/align.py", "cli/chat.py", "cli/data.py", "cli/evaluate.py", "cli/generate.py",
+                      "cli/scaling.py", "cli/tokenize.py", "cli/train.py"},
+    "run": {"cli/align.py", "cli/chat.py", "cli/data.py", "cli/evaluate.py", "cli/generate.py", "cli/scaling.py",
+            "cli/tokenize.py", "cli/train.py"},
     # Interchangeable trainers and encoders, used module-qualified (`bpe_basic.train`,
     # `bpe_fast.train`): chapter 1 and tests/test_tokenizer_bpe.py check the fast ones give the
     # readable ones' merges and ids; sentencepiece_trainer.train builds a `.model` the same way.

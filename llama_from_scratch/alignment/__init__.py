@@ -1,0 +1,1 @@
+"""Alignment: the simulated human, instruction tuning, the reward model and RLHF."""
