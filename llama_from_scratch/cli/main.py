@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("llama_from_scratch.cli.train", "pretrain a LLaMA on a text file (LLaMA 2's recipe, resumable)"),
     "evaluate": ("llama_from_scratch.cli.evaluate", "validation loss and bits per byte of a training run"),
     "scaling": ("llama_from_scratch.cli.scaling", "compute-optimal sizes, scaling-law fits and the IsoFLOP sweep"),
-    "align": ("llama_from_scratch.cli.align", "the alignment task of chapters 10-12: score answers by the true score"),
+    "align": ("llama_from_scratch.cli.align", "the alignment task: sample answers to story prompts, score them by the true score"),
 }
 
 
