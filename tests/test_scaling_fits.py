@@ -192,6 +192,20 @@ def test_approach2_bad_budgets():
         approach2(hump)
 
 
+def test_approach2_leaves_out_a_minimum_outside_the_sizes_trained():
+    records = isoflop_sweep()
+    # at 1e21 keep only the 4 largest sizes: the true minimum lies below them all
+    shifted = [r for r in records if r["budget"] != 1e21 or r["params"] > true_n_opt(1e21) * 1.5]
+    fit = approach2(shifted)
+    outside = [m for m in fit["minima"] if m["extrapolated"]]
+    assert [m["flops"] for m in outside] == [1e21] and not outside[0]["params"] > true_n_opt(1e21) * 1.5 * 0.999
+    assert fit["a"] == pytest.approx(A_TRUE, abs=1e-9)  # from the three budgets that bracket their minimum
+    lonely = [r for r in shifted if r["budget"] in (1e20, 1e21)]
+    lonely = [r for r in lonely if r["budget"] != 1e20 or r["params"] > true_n_opt(1e20) * 1.5]
+    with pytest.raises(ScalingError, match="only 0 of 2 budgets have their parabola's minimum inside"):
+        approach2(lonely)
+
+
 # --- approach 1 ------------------------------------------------------------------------------------------
 
 def test_approach1_recovers_the_exponent_from_curves():

@@ -38,10 +38,11 @@ def approach2(records: Sequence[dict]) -> dict:
     D_opt = d_coefficient C^b, and per budget {"flops": C (the nominal budget, or the group's
     geometric-mean FLOPs), "params": N_opt, "tokens": D_opt, "loss": the parabola's minimum,
     "parabola": [c2, c1, c0], "extrapolated": whether N_opt lies outside the sizes trained}. An
-    extrapolated minimum is still used, but the budget's sizes did not bracket the optimum: add
-    sizes on that side.
+    extrapolated minimum is left out of the regression (a parabola's vertex beyond its points is
+    a guess: the budget's sizes did not bracket the optimum; add sizes on that side).
     ScalingError: fewer than 2 budgets, a budget with fewer than 3 sizes, a parabola that opens
-    downwards (no minimum; a noisy or too narrow range of sizes)."""
+    downwards (no minimum; a noisy or too narrow range of sizes), fewer than 2 budgets whose
+    minimum lies inside the sizes trained."""
     check_records(records, 6, "approach 2 (a parabola per budget, at least 2 budgets)")
     groups = group_by_budget(records)
     if len(groups) < 2:
@@ -65,7 +66,11 @@ def approach2(records: Sequence[dict]) -> dict:
                        "loss": float(np.polyval(parabola, log_opt)),
                        "parabola": [float(c) for c in parabola],
                        "extrapolated": not log_n.min() <= log_opt <= log_n.max()})
-    fit = _frontier([m["flops"] for m in minima], [m["params"] for m in minima])
+    used = [m for m in minima if not m["extrapolated"]]
+    if len(used) < 2:
+        raise ScalingError(f"approach 2: only {len(used)} of {len(minima)} budgets have their parabola's "
+                           f"minimum inside the sizes they trained; add sizes on the side of the minimum")
+    fit = _frontier([m["flops"] for m in used], [m["params"] for m in used])
     return {**fit, "minima": minima}
 
 
