@@ -7,6 +7,8 @@
                  [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S]
         -> one line {"topic", "prompt", "response"} per prompts line {"topic": ...}, in order,
            each its own seeded draw (alignment.sampler), written as it is finished
+    align sft --base CKPT [--tokenizer FILE] --out DIR [--steps N] [--seed S] [--overwrite] ...
+        -> supervised fine-tuning on self-instructed stories (cli/align_sft.py: every option)
 
 Each action is a subcommand: its parser is added in `add_arguments` and its function in
 `ACTIONS`. `score` reads the whole input before writing anything, so a bad line leaves stdout
@@ -25,6 +27,7 @@ import json
 import sys
 from collections.abc import Iterable
 
+from llama_from_scratch.cli.align_sft import add_sft_parser, run_sft
 from llama_from_scratch.cli.main import CLIError
 
 
@@ -47,10 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default 256")
     sample.add_argument("--seed", type=int, default=1, metavar="S",
                         help="line i is drawn with a seed mixed from S and i (default 1)")
+    add_sft_parser(sub)
 
 
-def read_answers(stream: Iterable[bytes]) -> list[dict]:
-    """The JSON objects of a JSON-lines stream, each checked to hold a usable topic and a response."""
+def read_answers(stream: Iterable[bytes], source: str = "stdin") -> list[dict]:
+    """The JSON objects of a JSON-lines stream, each checked to hold a usable topic and a response;
+    errors name the line of `source`."""
     from llama_from_scratch.alignment.errors import AlignmentError
     from llama_from_scratch.alignment.task import check_topic
 
@@ -60,19 +65,19 @@ def read_answers(stream: Iterable[bytes]) -> list[dict]:
             row = json.loads(raw)
         except ValueError:
             shown = raw[:60].decode("utf-8", errors="replace")
-            raise CLIError(f"stdin line {number} is not JSON (or not UTF-8): {shown!r}") from None
+            raise CLIError(f"{source} line {number} is not JSON (or not UTF-8): {shown!r}") from None
         if not isinstance(row, dict):
-            raise CLIError(f"stdin line {number}: expected a JSON object with \"topic\" and \"response\", "
+            raise CLIError(f"{source} line {number}: expected a JSON object with \"topic\" and \"response\", "
                            f"got {type(row).__name__}")
         for key in ("topic", "response"):
             if key not in row:
-                raise CLIError(f"stdin line {number} has no {key!r}; each line needs \"topic\" and \"response\"")
+                raise CLIError(f"{source} line {number} has no {key!r}; each line needs \"topic\" and \"response\"")
         if not isinstance(row["response"], str):
-            raise CLIError(f"stdin line {number}: \"response\" must be a string, got {type(row['response']).__name__}")
+            raise CLIError(f"{source} line {number}: \"response\" must be a string, got {type(row['response']).__name__}")
         try:
             check_topic(row["topic"])
         except AlignmentError as err:
-            raise CLIError(f"stdin line {number}: {err}") from None
+            raise CLIError(f"{source} line {number}: {err}") from None
         rows.append(row)
     return rows
 
@@ -144,7 +149,7 @@ def sample_answers(args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS = {"score": score_answers, "sample": sample_answers}
+ACTIONS = {"score": score_answers, "sample": sample_answers, "sft": run_sft}
 
 
 def run(args: argparse.Namespace) -> int:
