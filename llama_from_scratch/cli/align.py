@@ -9,6 +9,8 @@
            each its own seeded draw (alignment.sampler), written as it is finished
     align sft --base CKPT [--tokenizer FILE] --out DIR [--steps N] [--seed S] [--overwrite] ...
         -> supervised fine-tuning on self-instructed stories (cli/align_sft.py: every option)
+    align reward --policy DIR --out DIR [--pairs N] [--margin none|small|large] [--seed S] ...
+        -> a reward model on labelled answer pairs, measured on held-out topics (cli/align_reward.py)
 
 Each action is a subcommand: its parser is added in `add_arguments` and its function in
 `ACTIONS`. `score` reads the whole input before writing anything, so a bad line leaves stdout
@@ -27,6 +29,7 @@ import json
 import sys
 from collections.abc import Iterable
 
+from llama_from_scratch.cli.align_reward import add_reward_parser, run_reward
 from llama_from_scratch.cli.align_sft import add_sft_parser, run_sft
 from llama_from_scratch.cli.main import CLIError
 
@@ -51,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--seed", type=int, default=1, metavar="S",
                         help="line i is drawn with a seed mixed from S and i (default 1)")
     add_sft_parser(sub)
+    add_reward_parser(sub)
 
 
 def read_answers(stream: Iterable[bytes], source: str = "stdin") -> list[dict]:
@@ -149,7 +153,7 @@ def sample_answers(args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS = {"score": score_answers, "sample": sample_answers, "sft": run_sft}
+ACTIONS = {"score": score_answers, "sample": sample_answers, "sft": run_sft, "reward": run_reward}
 
 
 def run(args: argparse.Namespace) -> int:
