@@ -97,7 +97,8 @@ def _sweep(args: argparse.Namespace) -> dict[str, object]:
     from llama_from_scratch.scaling.grid import parse_budgets
     from llama_from_scratch.scaling.sweep import run_sweep
 
-    records = run_sweep(args.data, args.out, parse_budgets(args.budgets), seed=args.seed, resume=args.resume)
+    records = run_sweep(args.data, args.out, parse_budgets(args.budgets), seed=args.seed, resume=args.resume,
+                        step_progress=True)
     return {"runs": len(records), "out": f"{args.out.rstrip('/')}/runs.json"}
 
 

@@ -122,8 +122,13 @@ def sweep_tokens(text_path: Path, out: Path) -> Any:
 
 def run_sweep(text_path: str | Path, out: str | Path, budgets: tuple[float, ...], seed: int = 0,
               resume: bool = False, progress: bool = True, per_budget: int = 6,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+              on_record: Callable[[dict[str, Any]], None] | None = None,
+              step_progress: bool = False) -> list[dict[str, Any]]:
     """Run (or, with `resume`, finish) the IsoFLOP sweep of `budgets` on `text_path` into `out`.
+
+    `progress` shows one bar over the sweep's FLOPs (updated once a run); `step_progress` adds a
+    bar per run over its steps (the command line's choice: in a notebook, thousands of widget
+    updates slow the page).
 
     Returns every record in `out/runs.json`. Raises ScalingError for a budget too small for the
     grid, an `out` that already holds a sweep (without `resume`) or a different one (with it).
@@ -159,7 +164,7 @@ def run_sweep(text_path: str | Path, out: str | Path, budgets: tuple[float, ...]
             bar.update(run.flops)
             continue
         bar.set_postfix_str(f"C={run.budget:.0e} N={run.params:,} {run.steps} steps")
-        record = train_run(run, seed, tokens, progress)
+        record = train_run(run, seed, tokens, progress and step_progress)
         records.append(record)
         write_runs(out, records)
         if on_record:
