@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from llama_from_scratch.training.checkpoint import RunLock, TrainingError, load_state, save_state
+from llama_from_scratch.training.checkpoint import RunLock, TrainingError, atomic_folder, load_state, save_state
 
 
 def state(step, size=1000):
@@ -107,3 +107,18 @@ def test_lock_is_exclusive_and_dies_with_its_process(tmp_path):
         holder.wait()
     with RunLock(tmp_path):  # the dead holder's lock is gone
         pass
+
+
+def test_atomic_folder_swaps_in_on_success_and_keeps_the_old_on_error(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("killed mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and (out / "old.txt").read_text() == "old"
+    with atomic_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert [p.name for p in out.iterdir()] == ["new.txt"]

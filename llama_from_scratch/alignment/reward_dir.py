@@ -21,7 +21,6 @@ Chapter: reward_model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from llama_from_scratch.alignment.errors import AlignmentError
 from llama_from_scratch.alignment.reward_model import RewardModel
-from llama_from_scratch.training.checkpoint import atomic_write, save_state
+from llama_from_scratch.training.checkpoint import atomic_folder, atomic_write, save_state
 from llama_from_scratch.training.run import METRICS_FILE, is_training_dir, tokenizer_file
 
 REWARD_FILE, WEIGHTS_FILE, PAIRS_FILE = "reward.json", "reward.pt", "pairs.jsonl"
@@ -83,11 +82,7 @@ def save_reward(out: str | Path, model: RewardModel, policy: str | Path, info: d
     from dataclasses import asdict
 
     out = check_reward_out(out, overwrite).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = (out.with_name(f".{out.name}.{os.getpid()}.{what}") for what in ("tmp", "old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:  # an existing (empty, or --overwrite) folder is replaced only on success
         tok = tokenizer_file(policy)
         shutil.copyfile(tok, tmp / tok.name)
         save_state(tmp / WEIGHTS_FILE, model.state_dict())
@@ -96,15 +91,6 @@ def save_reward(out: str | Path, model: RewardModel, policy: str | Path, info: d
         summary = {"format": 1, "kind": "reward", "model": asdict(model.body.args), "policy": str(policy),
                    **info, "tokenizer": tok.name}
         atomic_write(tmp / REWARD_FILE, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
-        if out.exists():  # empty, or a reward directory that --overwrite replaces
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

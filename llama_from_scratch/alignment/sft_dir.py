@@ -20,7 +20,6 @@ Chapter: instruction_tuning.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 from llama_from_scratch.alignment.errors import AlignmentError
 from llama_from_scratch.alignment.sft import SFTSettings, final_loss
 from llama_from_scratch.model.transformer import Transformer
-from llama_from_scratch.training.checkpoint import atomic_write, save_state
+from llama_from_scratch.training.checkpoint import atomic_folder, atomic_write, save_state
 from llama_from_scratch.training.run import CHECKPOINT_FILE, METRICS_FILE, TrainSettings, is_training_dir, write_run
 
 SFT_FILE = "sft.json"
@@ -62,11 +61,7 @@ def save_sft(out: str | Path, model: Transformer, tokenizer_path: str | Path, se
     from llama_from_scratch.tokenizer.sentencepiece_bpe import SentencePieceBPE
 
     out = check_out(out, overwrite).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = (out.with_name(f".{out.name}.{os.getpid()}.{what}") for what in ("tmp", "old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:  # an existing (empty, or --overwrite) folder is replaced only on success
         kind = "tokenizer.model" if isinstance(load_tokenizer(tokenizer_path), SentencePieceBPE) else "tokenizer.bin"
         shutil.copyfile(tokenizer_path, tmp / kind)
         train = TrainSettings(seq_len=model.args.max_seq_len, batch_size=settings.batch_size, max_steps=settings.steps,
@@ -81,13 +76,4 @@ def save_sft(out: str | Path, model: Transformer, tokenizer_path: str | Path, se
         summary = {**info, "settings": asdict(settings), "first_loss": records[0]["loss"],
                    "final_loss": final_loss(records)}
         atomic_write(tmp / SFT_FILE, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
-        if out.exists():  # empty, or a training directory that --overwrite replaces
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return out

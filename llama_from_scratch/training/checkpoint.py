@@ -21,7 +21,10 @@ from __future__ import annotations
 import fcntl
 import os
 import pickle
+import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,30 @@ def atomic_write(path: str | Path, write: Any) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Build a folder's new contents in a hidden sibling (yielded), then swap it in for `out`.
+
+    A crash or an error inside the block leaves `out` as it was (the sibling is removed, an
+    `out` already moved aside is put back); on success the old `out`, if any, is deleted.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (out.with_name(f".{out.name}.{os.getpid()}.{what}") for what in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
