@@ -32,25 +32,14 @@ from llama_from_scratch.checkpoints.load import load_model
 from llama_from_scratch.cli.main import main
 from llama_from_scratch.model.config import ModelArgs
 from llama_from_scratch.model.transformer import Transformer
-from llama_from_scratch.tokenizer.load import load_tokenizer
+from stories_fixtures import bin_path, model, tok  # noqa: F401 - fixtures
 
 SIG, BETTER, SLIGHT, NEGL = STRENGTHS
 
 
 @pytest.fixture(scope="module")
-def bin_path():
-    return datafiles.path("stories260K/stories260K.bin")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(datafiles.path("stories260K/tok512.bin"))
-
-
-@pytest.fixture(scope="module")
-def policy(bin_path):
-    torch.set_num_threads(1)  # the machine's cores are shared
-    return load_model(bin_path)
+def policy(model):  # the reward model starts from the policy: stories260K here
+    return model
 
 
 @pytest.fixture(scope="module")

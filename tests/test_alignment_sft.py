@@ -25,25 +25,9 @@ from llama_from_scratch.alignment.true_score import topic_count, true_score, wor
 from llama_from_scratch.checkpoints.load import detect_format, load_model
 from llama_from_scratch.cli.main import main
 from llama_from_scratch.inference.generation import generate
-from llama_from_scratch.tokenizer.load import load_tokenizer
+from stories_fixtures import bin_path, model, tok  # noqa: F401 - fixtures
 
 SMALL = SelfInstructSettings(stories=96, min_mentions=2, max_new_tokens=160, batch_size=48, seed=3)
-
-
-@pytest.fixture(scope="module")
-def bin_path():
-    return datafiles.path("stories260K/stories260K.bin")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(datafiles.path("stories260K/tok512.bin"))
-
-
-@pytest.fixture(scope="module")
-def model(bin_path):
-    torch.set_num_threads(1)  # the machine's cores are shared
-    return load_model(bin_path)
 
 
 @pytest.fixture(scope="module")

@@ -25,24 +25,9 @@ from llama_from_scratch.cli.main import main
 from llama_from_scratch.inference.generation import generate
 from llama_from_scratch.tokenizer.chat import encode_dialog
 from llama_from_scratch.tokenizer.load import load_tokenizer
+from stories_fixtures import bin_path, model, tok  # noqa: F401 - fixtures
 
 STORY = "Once upon a time, there was a happy dog. The dog liked to play."
-
-
-@pytest.fixture(scope="module")
-def bin_path():
-    return datafiles.path("stories260K/stories260K.bin")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(datafiles.path("stories260K/tok512.bin"))
-
-
-@pytest.fixture(scope="module")
-def model(bin_path):
-    torch.set_num_threads(1)  # the machine's cores are shared
-    return load_model(bin_path)
 
 
 # --- the instruction format --------------------------------------------------------------------
