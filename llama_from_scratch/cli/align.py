@@ -57,6 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_reward_parser(sub)
 
 
+def json_line(raw: bytes, source: str, number: int) -> object:
+    """One line of a JSON-lines input, parsed; a line that is not JSON names `source` and its number."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        shown = raw[:60].decode("utf-8", errors="replace")
+        raise CLIError(f"{source} line {number} is not JSON (or not UTF-8): {shown!r}") from None
+
+
 def read_answers(stream: Iterable[bytes], source: str = "stdin") -> list[dict]:
     """The JSON objects of a JSON-lines stream, each checked to hold a usable topic and a response;
     errors name the line of `source`."""
@@ -65,11 +74,7 @@ def read_answers(stream: Iterable[bytes], source: str = "stdin") -> list[dict]:
 
     rows = []
     for number, raw in enumerate(stream, start=1):
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            shown = raw[:60].decode("utf-8", errors="replace")
-            raise CLIError(f"{source} line {number} is not JSON (or not UTF-8): {shown!r}") from None
+        row = json_line(raw, source, number)
         if not isinstance(row, dict):
             raise CLIError(f"{source} line {number}: expected a JSON object with \"topic\" and \"response\", "
                            f"got {type(row).__name__}")
@@ -110,11 +115,7 @@ def read_prompts(path: str) -> list[str]:
         raise CLIError(f"cannot read --prompts {path}: {err.strerror or err}") from None
     topics = []
     for number, raw in enumerate(lines, start=1):
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            shown = raw[:60].decode("utf-8", errors="replace")
-            raise CLIError(f"{path} line {number} is not JSON (or not UTF-8): {shown!r}") from None
+        row = json_line(raw, path, number)
         if not isinstance(row, dict) or "topic" not in row:
             raise CLIError(f"{path} line {number}: expected a JSON object with \"topic\", e.g. "
                            f"{{\"topic\": \"dog\"}}; got {raw.strip()[:60].decode('utf-8', errors='replace')!r}")
