@@ -16,11 +16,11 @@ from llama_from_scratch import datafiles
 from llama_from_scratch.alignment.errors import AlignmentError
 from llama_from_scratch.alignment.instructions import IGNORE_INDEX, collate, response_only_loss
 from llama_from_scratch.alignment.sampler import line_seed
-from llama_from_scratch.alignment.self_instruct import (DROPS, SelfInstructSettings, relabel, sample_stories,
-                                                        self_instruct, training_topics)
+from llama_from_scratch.alignment.self_instruct import (DROPS, STORY_NOUNS, SelfInstructSettings, relabel,
+                                                        sample_stories, self_instruct, training_topics)
 from llama_from_scratch.alignment.sft import SFTSettings, batch_indices, encode_examples, finetune
 from llama_from_scratch.alignment.sft_dir import check_out, save_sft
-from llama_from_scratch.alignment.task import load_topics
+from llama_from_scratch.alignment.task import check_training_topic, load_topics
 from llama_from_scratch.alignment.true_score import topic_count, true_score, words
 from llama_from_scratch.checkpoints.load import detect_format, load_model
 from llama_from_scratch.cli.main import main
@@ -52,15 +52,16 @@ def test_held_out_topics_are_refused_before_anything_is_sampled():
         training_topics(["dogs"])  # counts a word the held-out "dog" counts
     with pytest.raises(AlignmentError, match="at least one"):
         training_topics([])
-    assert training_topics() == load_topics().train
+    assert training_topics()[:len(load_topics().train)] == load_topics().train
 
 
 def test_self_instructed_examples_name_a_training_topic_often_enough_and_score_well(data):
     heldout = set(load_topics().heldout)
     assert data.examples, data.counts
     for e in data.examples:
-        assert e["topic"] in load_topics().train and e["topic"] not in heldout
+        assert e["topic"] in training_topics() and e["topic"] not in heldout
         assert topic_count(words(e["response"]), e["topic"]) == e["mentions"] >= SMALL.min_mentions
+        assert topic_count(words(e["response"])[:SMALL.early_words], e["topic"]) >= 1  # named early
         assert true_score(e["response"], e["topic"]) == e["true_score"] >= SMALL.min_score
     assert data.counts["sampled"] == SMALL.stories == sum(data.counts[k] for k in DROPS) + data.counts["kept"]
     assert data.counts["kept"] == len(data.examples) == sum(data.by_topic.values())
@@ -240,3 +241,20 @@ def test_align_sft_bad_input_exits_2_before_any_training(capsys, tmp_path, bin_p
     code, stdout, stderr = run_sft(capsys, *base, *out, *given, "--stories", "8")
     assert code == 2 and stdout == "" and says in stderr, stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_relabel_can_ask_for_an_early_mention():
+    late = "one two three four five six " * 5 + "the ball, a ball and balls."  # first mention: word 32
+    assert relabel(late, ("ball",), 3) == ("ball", 3)
+    assert relabel(late, ("ball",), 3, early_words=25) is None
+    assert relabel(late, ("ball",), 3, early_words=32) == ("ball", 3)
+    with pytest.raises(AlignmentError, match="early_words"):
+        SelfInstructSettings(early_words=-1)
+
+
+def test_the_default_candidates_are_the_training_topics_then_story_nouns_never_a_held_out_one():
+    candidates = training_topics()
+    train = load_topics().train
+    assert candidates[:len(train)] == train and len(set(candidates)) == len(candidates)
+    assert set(candidates) == set(train) | set(STORY_NOUNS)
+    assert all(check_training_topic(t) == t for t in candidates)  # raises for a held-out look-alike

@@ -2,14 +2,15 @@
 
     align sft --base CKPT [--tokenizer FILE] --out DIR [--steps N] [--seed S] [--overwrite]
               [--data FILE.jsonl | --topics T1,T2,...] [--stories N] [--min-mentions M]
-              [--min-score X] [--batch-size B] [--lr LR]
+              [--early-words W] [--min-score X] [--batch-size B] [--lr LR]
         -> DIR, a training directory that `generate`/`chat --checkpoint DIR` read, and one JSON
            line on stdout: {"out", "base", "steps", "examples", "first_loss", "final_loss",
            "data", "seconds"}
 
 Without --data the examples are self-instructed (alignment.self_instruct): --stories stories
-sampled from the base model, relabelled with a training topic (--topics, default all of
-topics.json's) named at least --min-mentions times, kept at a true score of at least --min-score.
+sampled from the base model, relabelled with a training topic (--topics, default topics.json's
+training topics and self_instruct.STORY_NOUNS) named at least --min-mentions times, once within
+the first --early-words words, kept at a true score of at least --min-score.
 With --data, the lines {"topic", "response", "ended" (optional, default true)} of FILE are the
 examples. Then alignment.sft fine-tunes for --steps steps (LLaMA 2's settings scaled down; see
 that module). --seed seeds both the stories and the order of the examples.
@@ -43,18 +44,21 @@ def add_sft_parser(sub: argparse._SubParsersAction) -> None:
                      help="default: the checkpoint directory's own, else tokenizer.model beside the "
                           "checkpoint, else tok{vocab_size}.bin beside a .bin checkpoint")
     sft.add_argument("--out", required=True, metavar="DIR", help="the SFT model's folder (new or empty)")
-    sft.add_argument("--steps", type=int, default=300, metavar="N", help="optimizer steps (default 300)")
+    sft.add_argument("--steps", type=int, default=600, metavar="N", help="optimizer steps (default 600)")
     sft.add_argument("--seed", type=int, default=1, metavar="S", help="seeds the stories and the batches (default 1)")
     sft.add_argument("--overwrite", action="store_true", help="replace an existing training directory at --out")
     source = sft.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="FILE.jsonl",
                         help='examples {"topic", "response", "ended"?} instead of self-instructed stories')
     source.add_argument("--topics", metavar="T1,T2",
-                        help="the topics stories may be labelled with (default: every training topic)")
-    sft.add_argument("--stories", type=int, default=2048, metavar="N",
-                     help="stories to sample (default 2048; this and the next two: not with --data)")
+                        help="the topics stories may be labelled with (default: topics.json's training "
+                             "topics and the package's STORY_NOUNS)")
+    sft.add_argument("--stories", type=int, default=8000, metavar="N",
+                     help="stories to sample (default 8000; this and the next three: not with --data)")
     sft.add_argument("--min-mentions", type=int, default=3, metavar="M",
                      help="a story must name its topic at least M times (default 3)")
+    sft.add_argument("--early-words", type=int, default=25, metavar="W",
+                     help="... and once within its first W words (default 25; 0: anywhere)")
     sft.add_argument("--min-score", type=float, default=1.0, metavar="X",
                      help="keep stories whose true score is at least X (default 1.0)")
     sft.add_argument("--batch-size", type=int, default=16, metavar="B", help="examples per step (default 16)")
@@ -102,6 +106,7 @@ def run_sft(args: argparse.Namespace) -> int:
     else:
         topics = training_topics([t.strip() for t in args.topics.split(",")] if args.topics is not None else None)
         instruct = SelfInstructSettings(stories=args.stories, min_mentions=args.min_mentions,
+                                        early_words=args.early_words,
                                         min_score=args.min_score, seed=args.seed)
     try:  # the tokenizer is found and checked before any weights are loaded
         vocab_size = read_args(args.base).vocab_size
