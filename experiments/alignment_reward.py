@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads((folder / "reward.json").read_text())
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         key = (margin, int(seed), args.pairs, args.lr)
-        entry = {"margin": margin, "seed": int(seed), "pairs": args.pairs, "lr": args.lr, "metrics": saved["metrics"], "counts": saved["counts"],
+        entry = {"margin": margin, "seed": int(seed), "pairs": args.pairs, "lr": args.lr,
+                 "metrics": saved["metrics"], "counts": saved["counts"],
                  "calibration": saved["calibration"], "settings": saved["settings"],
                  "curve": curve(records, 16),
                  "seconds": summary["seconds"]}
