@@ -163,3 +163,34 @@ def test_committed_results_have_the_schema(name):
     doc = json.loads(path.read_text())
     check_document(doc)
     assert path.stat().st_size < 64_000  # small: numbers and thinned curves, no weights
+
+
+def test_alignment_scripts_run_small_and_merge_their_runs(tmp_path):
+    """experiments.alignment_sft then alignment_reward, tiny: the README's smoke tests."""
+    out, policy = tmp_path / "sft.json", tmp_path / "policy"
+    common = ["--steps", "2", "--stories", "64", "--per-topic", "1", "--out", str(out), "--work", str(tmp_path / "w")]
+    done = script("alignment_sft", "--seeds", "0", "--policy-out", str(policy), *common, cache=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = script("alignment_sft", "--seeds", "1", "--policy-out", "", *common, cache=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert [r["seed"] for r in doc["runs"]] == [0, 1] and doc["base"]["answers"] == 8
+    assert sorted(p.name for p in policy.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "run.json", "sft.json"]
+    for run in doc["runs"]:
+        assert math.isclose(run["topic_ratio"], run["heldout"]["topic"] / doc["base"]["topic"])
+    assert len(doc["samples"]) == 8 and doc["samples"][0]["topic"] == doc["heldout_topics"][0]
+    other = script("alignment_sft", "--seeds", "2", "--policy-out", "", *common[:-4], "--out", str(out), "--work",
+                   str(tmp_path / "w"), "--per-topic", "2", cache=tmp_path)
+    assert other.returncode != 0 and "another setup" in other.stderr
+
+    reward = tmp_path / "reward.json"
+    args = ["--pairs", "16", "--heldout-pairs", "8", "--policy", str(policy), "--out", str(reward), "--work",
+            str(tmp_path / "r"), "--model-out", str(tmp_path / "rm")]
+    for runs in ("small:1", "none:1"):
+        done = script("alignment_reward", "--runs", runs, *args, cache=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(reward.read_text())
+    assert [(r["margin"], r["seed"], r["pairs"]) for r in doc["runs"]] == [("none", 1, 16), ("small", 1, 16)]
+    for run in doc["runs"]:
+        assert 0 <= run["metrics"]["accuracy"] <= 1 and run["counts"]["heldout"]["requested"] == 8
+    assert not (tmp_path / "rm").exists()  # only the 8,192-pair default run is kept as the chapter's model
