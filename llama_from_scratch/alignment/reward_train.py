@@ -21,8 +21,9 @@ batch order alone moved one setting from 51% to 65%, so read these as rough):
     TRAINING topics were no better than held-out ones (52% and 53%), so the model memorises its
     pairs instead of learning the taste; four epochs reached 98% on them and 60% held out.
 The committed runs (experiments/alignment_reward.py, the committed SFT policy, 512 held-out
-pairs): 62-64% held out with 4,096 or 8,192 pairs, margin or none, seeds 1 and 2 (74-78% on
-"significantly better", 48-53% on "negligibly better"); reward-true score correlation 0.43-0.47.
+pairs): 61-64% held out with 4,096 or 8,192 pairs, small, large or no margin, seeds 1 and 2
+(72-78% on "significantly better", 47-53% on "negligibly better"); reward-true score correlation
+0.39-0.47.
 The reward follows the true score's sentiment term (correlation 0.66) and not its topic term
 (-0.04): reading whether the answer names the prompt's word is what this model does not learn
 from a few thousand pairs. The labeler's noise caps any reward model at about 86% here (the true
