@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.common import ROOT, command_line, machine, now, read_json, rounded, write_json
+from experiments.common import ROOT, command_line, copy_files, machine, now, read_json, rounded, write_json
 from llama_from_scratch import datafiles
 
 RESULTS = ROOT / "experiments" / "results" / "alignment"
@@ -101,13 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 "experiments.alignment_reward")}), "date": now(), "machine": machine()})
             write_json(args.out, doc)
         if spec == args.keep and args.pairs == 8192 and args.lr == 1e-3 and args.model_out:
-            tmp = args.model_out.with_name(f".{args.model_out.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for name in KEEP:
-                shutil.copy2(folder / name, tmp / name)
-            shutil.rmtree(args.model_out, ignore_errors=True)
-            tmp.rename(args.model_out)
+            copy_files(folder, KEEP, args.model_out)
         print(f"{spec}: held-out accuracy {summary['accuracy']:.3f}", file=sys.stderr)
     return 0
 

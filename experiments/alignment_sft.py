@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.common import ROOT, command_line, machine, now, write_json
+from experiments.common import ROOT, command_line, copy_files, machine, now, write_json
 from llama_from_scratch import datafiles
 from llama_from_scratch.alignment.measure import answer_rows, requests, summarize
 from llama_from_scratch.alignment.sampler import load_tokenizer_for
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if seed == 0:  # the committed policy and the side-by-side answers are seed 0's
             samples = side_by_side(heldout, base_rows, rows)
             if args.policy_out:
-                copy_policy(folder, Path(args.policy_out))
+                copy_files(folder, KEEP, Path(args.policy_out))
         save(args, heldout, base_summary, run=runs[-1], samples=samples, seconds=time.perf_counter() - start)
     doc = json.loads(args.out.read_text())
     print(json.dumps({"out": str(args.out), "topic_ratio": [r["topic_ratio"] for r in doc["runs"]],
@@ -161,16 +160,6 @@ def side_by_side(topics: list[str], base_rows: list[dict], sft_rows: list[dict])
                                    "true_score": rows[i]["terms"]["true_score"]}
                             for name, rows in (("base", base_rows), ("sft", sft_rows))}})
     return keep
-
-
-def copy_policy(folder: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in KEEP:
-        shutil.copy2(folder / name, tmp / name)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
 
 
 if __name__ == "__main__":

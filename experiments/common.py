@@ -88,3 +88,15 @@ def thin_curve(records: list[dict[str, Any]], every: int) -> list[list[Any]]:
 
 def finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def copy_files(folder: Path, names: tuple[str, ...], dest: Path) -> None:
+    """Replace `dest` by a folder holding `folder`'s files `names`, atomically
+    (training.checkpoint.atomic_folder: a kill leaves the old `dest` whole)."""
+    import shutil
+
+    from llama_from_scratch.training.checkpoint import atomic_folder
+
+    with atomic_folder(dest) as tmp:
+        for name in names:
+            shutil.copy2(folder / name, tmp / name)
