@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from llama_from_scratch.alignment.errors import AlignmentError
+from llama_from_scratch.alignment.policy_dir import check_out_folder, lines_bytes
 from llama_from_scratch.alignment.reward_model import RewardModel
 from llama_from_scratch.training.checkpoint import atomic_folder, atomic_write, save_state
 from llama_from_scratch.training.run import METRICS_FILE, is_training_dir, tokenizer_file
@@ -54,23 +55,9 @@ def check_policy(policy: str | Path) -> Path:
 
 
 def check_reward_out(out: str | Path, overwrite: bool) -> Path:
-    """`out` when a reward run may write there: missing, an empty folder, or (with `overwrite`) a
-    reward directory. Anything else is an AlignmentError (nothing else is ever deleted)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise AlignmentError(f"--out {out} is a file, not a folder; give a folder for the reward model")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise AlignmentError(f"--out {out} exists and is not empty; pass --overwrite to replace it, or give "
-                                 "another folder")
-        if not is_reward_dir(out):
-            raise AlignmentError(f"--out {out} is not a reward-model directory (no {REWARD_FILE}); refusing to "
-                                 "delete it even with --overwrite: give another folder")
-    return out
-
-
-def _lines(rows: Sequence[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    """`out` when a reward run may write there (policy_dir.check_out_folder): missing, an empty
+    folder, or (with `overwrite`) a reward directory."""
+    return check_out_folder(out, overwrite, is_reward_dir, f"a reward-model directory (no {REWARD_FILE})")
 
 
 def save_reward(out: str | Path, model: RewardModel, policy: str | Path, info: dict[str, Any],
@@ -86,8 +73,8 @@ def save_reward(out: str | Path, model: RewardModel, policy: str | Path, info: d
         tok = tokenizer_file(policy)
         shutil.copyfile(tok, tmp / tok.name)
         save_state(tmp / WEIGHTS_FILE, model.state_dict())
-        atomic_write(tmp / PAIRS_FILE, lambda f: f.write(_lines(pairs)))
-        atomic_write(tmp / METRICS_FILE, lambda f: f.write(_lines(records)))
+        atomic_write(tmp / PAIRS_FILE, lambda f: f.write(lines_bytes(pairs)))
+        atomic_write(tmp / METRICS_FILE, lambda f: f.write(lines_bytes(records)))
         summary = {"format": 1, "kind": "reward", "model": asdict(model.body.args), "policy": str(policy),
                    **info, "tokenizer": tok.name}
         atomic_write(tmp / REWARD_FILE, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
@@ -118,3 +105,34 @@ def load_reward_model(folder: str | Path, device: torch.device | str | None = No
     except (CheckpointError, OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
         raise AlignmentError(f"{folder} is not a readable reward-model directory: {err}") from None
     return model.eval()
+
+
+def check_reward_for(reward: str | Path, policy: str | Path) -> Path:
+    """`reward` when it is a reward directory trained with the policy's tokenizer and vocabulary.
+
+    AlignmentError for a policy (or anything else) given as --reward, or for a reward model of
+    another vocabulary or tokenizer than `policy` (a checked training or SFT directory).
+    """
+    from llama_from_scratch.training.run import read_run
+
+    reward = Path(reward)
+    if not is_reward_dir(reward):
+        if is_training_dir(reward):
+            raise AlignmentError(f"--reward {reward} is a policy (a training or SFT directory with run.json), not a "
+                                 "reward model: give the folder that `align reward --out DIR` wrote")
+        raise AlignmentError(f"--reward {reward} is not a reward-model directory (no {REWARD_FILE}): give the "
+                             "folder that `align reward --out DIR` wrote")
+    try:
+        info = json.loads((reward / REWARD_FILE).read_text())
+        vocab = int(info["model"]["vocab_size"])
+        reward_tokenizer = (reward / info["tokenizer"]).read_bytes()
+        policy_vocab = read_run(policy)["model"].vocab_size
+        policy_tokenizer = tokenizer_file(policy).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise AlignmentError(f"--reward {reward} or --policy {policy} is unreadable: {err}") from None
+    if vocab != policy_vocab or reward_tokenizer != policy_tokenizer:
+        raise AlignmentError(f"--reward {reward} was trained with another tokenizer ({vocab} tokens) than --policy "
+                             f"{policy} ({policy_vocab} tokens, its own tokenizer file): a reward model can only "
+                             "score the token ids of its own vocabulary; train one for this policy with "
+                             "`align reward --policy`")
+    return reward

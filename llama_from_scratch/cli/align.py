@@ -11,6 +11,10 @@
         -> supervised fine-tuning on self-instructed stories (cli/align_sft.py: every option)
     align reward --policy DIR --out DIR [--pairs N] [--margin none|small|large] [--seed S] ...
         -> a reward model on labelled answer pairs, measured on held-out topics (cli/align_reward.py)
+    align rejection | ppo | dpo --policy DIR ... --out DIR
+        -> the RLHF methods of chapter 12, each a policy folder (cli/align_rlhf.py)
+    align all --base CKPT [--tokenizer FILE] --out DIR [--seed S]
+        -> the whole pipeline, stage by stage, resumable (cli/align_all.py)
 
 Each action is a subcommand: its parser is added in `add_arguments` and its function in
 `ACTIONS`. `score` reads the whole input before writing anything, so a bad line leaves stdout
@@ -29,7 +33,9 @@ import json
 import sys
 from collections.abc import Iterable
 
+from llama_from_scratch.cli.align_all import add_all_parser, run_all
 from llama_from_scratch.cli.align_reward import add_reward_parser, run_reward
+from llama_from_scratch.cli.align_rlhf import add_rlhf_parsers, run_dpo, run_ppo, run_rejection
 from llama_from_scratch.cli.align_sft import add_sft_parser, run_sft
 from llama_from_scratch.cli.main import CLIError
 
@@ -55,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="line i is drawn with a seed mixed from S and i (default 1)")
     add_sft_parser(sub)
     add_reward_parser(sub)
+    add_rlhf_parsers(sub)
+    add_all_parser(sub)
 
 
 def json_line(raw: bytes, source: str, number: int) -> object:
@@ -154,7 +162,8 @@ def sample_answers(args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS = {"score": score_answers, "sample": sample_answers, "sft": run_sft, "reward": run_reward}
+ACTIONS = {"score": score_answers, "sample": sample_answers, "sft": run_sft, "reward": run_reward,
+           "rejection": run_rejection, "ppo": run_ppo, "dpo": run_dpo, "all": run_all}
 
 
 def run(args: argparse.Namespace) -> int:
