@@ -1,9 +1,10 @@
 """PPO's pieces, each a small function of tensors `(batch, actions)` with a mask for padding.
 
     per-token reward   r_t = -beta * (log pi(a_t) - log pi_ref(a_t)),  plus at the LAST action
-                       the reward model's score, whitened over the batch (LLaMA 2, section 3.2.3:
-                       "we also find it important to whiten the final linear scores ... to
-                       increase stability and balance properly with the KL penalty term")
+                       the score as given; ppo_train passes the reward model's scores whitened
+                       over the batch (`whiten`; LLaMA 2, section 3.2.3: "we also find it
+                       important to whiten the final linear scores ... to increase stability
+                       and balance properly with the KL penalty term")
     GAE                delta_t = r_t + gamma * V_{t+1} - V_t (V = 0 after the last action),
                        A_t = sum_k (gamma * lambda)^k delta_{t+k};  returns R_t = A_t + V_t
     policy loss        -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A),  ratio = pi / pi_old:
