@@ -193,3 +193,15 @@ def test_align_all_runs_every_stage_and_resumes_only_what_is_unfinished(capsys, 
     (tmp_path / "full" / "x").write_text("x")
     code, _, stderr = run(capsys, "all", "--base", str(bin_path), "--out", str(tmp_path / "full"))
     assert code == 2 and "not an `align all` folder" in stderr
+
+
+def test_align_dpo_stops_on_a_non_finite_loss_and_keeps_the_last_good_policy(capsys, tmp_path, sft_dir,
+                                                                              reward_dir):
+    out = tmp_path / "dpo"
+    code, stdout, stderr = run(capsys, "dpo", "--policy", str(sft_dir), "--pairs", str(reward_dir / "pairs.jsonl"),
+                               "--out", str(out), "--steps", "4", "--lr", "1e30", *MEASURE)
+    assert code == 2 and "DPO stopped at step 2" in stderr and "lower --lr" in stderr, stderr
+    assert json.loads(stdout)["stopped"].startswith("DPO stopped at step 2")
+    # step 1's update (lr 1e30) made the loss non-finite: the weights before it are kept
+    assert same_weights(load_model(out), load_model(sft_dir))
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1

@@ -194,3 +194,14 @@ def test_alignment_scripts_run_small_and_merge_their_runs(tmp_path):
     for run in doc["runs"]:
         assert 0 <= run["metrics"]["accuracy"] <= 1 and run["counts"]["heldout"]["requested"] == 8
     assert not (tmp_path / "rm").exists()  # only the 8,192-pair default run is kept as the chapter's model
+
+    rlhf, folder = tmp_path / "rlhf.json", tmp_path / "r" / "small_seed1_pairs16_lr0.001"
+    args = ["--steps", "1", "--per-topic", "1", "--policy", str(policy), "--reward", str(folder), "--pairs",
+            str(folder / "pairs.jsonl"), "--out", str(rlhf), "--work", str(tmp_path / "rl")]
+    done = script("alignment_rlhf", "--runs", "dpo:0.5:1,ppo:0.1:1", *args, cache=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(rlhf.read_text())["runs"]
+    assert [(r["method"], r["setting"]) for r in runs] == [("dpo", "0.5"), ("ppo", "0.1")]
+    for run in runs:
+        assert run["heldout"]["answers"] == 8 and run["heldout"]["kl"] >= 0 and len(run["samples"]) == 4
+    assert runs[1]["records"][0]["kl"] == 0  # PPO's first batch is the SFT model's own

@@ -14,21 +14,27 @@ The value head is a `nn.Linear(dim, 1)` on the policy's own body (`ActorCritic`)
 with two heads; LLaMA 2 does not say how its value function is built.
 
     setting          LLaMA 2 (section 3.2.3, 7B)          here (stories260K, one CPU thread)
-    KL penalty beta  0.01 (0.005 for 34B and 70B)          0.01 (1)
+    KL penalty beta  0.01 (0.005 for 34B and 70B)          0.1 (1)
     batch            512 prompts per iteration             64
     minibatch        64, one gradient step each            16, one gradient step each
     clip             0.2                                   0.2 (policy and value)
     optimizer        AdamW (0.9, 0.95), eps 1e-5, weight   the same (training.optimizer)
                      decay 0.1, gradient clipping 1.0
-    learning rate    1e-6, constant                        2e-4, constant (2)
-    iterations       200 to 400                            `steps`, default 60 (3)
-    GAE              not stated                            gamma 1.0, lambda 0.95 (InstructGPT's
-                                                           and TRL's choice for text)
+    learning rate    1e-6, constant                        6e-5, constant
+    iterations       200 to 400                            `steps`, default 30 (about 3 minutes)
+    GAE              not stated                            gamma 1.0, lambda 1.0 (2)
 
-(1)-(3): measured in experiments/alignment_rlhf.py and the chapter; see its README section.
+Measured on the committed SFT and reward models (40 iterations, held-out topics, 128 answers):
+(1) An answer is about 250 tokens and its KL a sum over all of them, while the whitened score has
+    a standard deviation of 1: at beta 0.01 a drift of 10 nats costs 0.1, nothing. With 0.01 the
+    KL reached 27 nats and the true score 1.19 (SFT 0.94), the topic term FELL from 0.40 to 0.26
+    and sentiment rose to 1.0: the reward model's blind spot, exploited. With 0.1: 11 nats, 1.30.
+(2) With lambda 0.95 (InstructGPT's and TRL's) the score, given at the last of ~250 actions,
+    hardly reaches the early ones through an untrained value head: the reward went from 0.49 to
+    0.77 in 40 iterations at beta 0.01 and lr 6e-5; with lambda 1 (Monte Carlo returns) to 1.55.
 
 If a loss, a gradient or a score is not finite, the policy is put back to its weights before
-that iteration and `PPOStopped` says at which iteration, with the records so far: the last good
+that iteration and errors.TrainingStopped says at which iteration, with the records so far: the last good
 checkpoint is what the CLI then saves. Answers with no token at all are left out of the update
 and counted ("skipped"); an iteration where every answer is empty is an error.
 
@@ -47,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from llama_from_scratch.alignment.errors import AlignmentError
+from llama_from_scratch.alignment.errors import AlignmentError, TrainingStopped
 from llama_from_scratch.alignment.kl import sampled_kl
 from llama_from_scratch.alignment.ppo import gae, per_token_rewards, policy_loss, value_loss, whiten
 from llama_from_scratch.alignment.reward_model import RewardModel
@@ -66,11 +72,11 @@ from llama_from_scratch.training.optimizer import AdamW, param_groups
 
 @dataclass(frozen=True)
 class PPOSettings:
-    steps: int = 60
+    steps: int = 30
     rollouts: int = 64
     minibatch: int = 16
     epochs: int = 1
-    beta: float = 0.01
+    beta: float = 0.1
     lr: float = 6e-5
     clip: float = 0.2
     value_clip: float = 0.2
@@ -91,14 +97,6 @@ class PPOSettings:
             raise AlignmentError(f"need beta >= 0, lr > 0, clips > 0, gamma and lambda in [0, 1]; got {self}")
         if type(self.seed) is not int or self.seed < 0:
             raise AlignmentError(f"seed must be an integer >= 0, got {self.seed!r}")
-
-
-class PPOStopped(AlignmentError):
-    """A non-finite value at iteration `step`; the policy holds its weights from before it."""
-
-    def __init__(self, message: str, step: int, records: list[dict]):
-        super().__init__(message)
-        self.step, self.records = step, records
 
 
 class ActorCritic(nn.Module):
@@ -199,7 +197,7 @@ def train_ppo(policy: Transformer, reference: Transformer, reward_model: RewardM
                               settings, step)
         except AlignmentError as err:
             policy.load_state_dict(good)
-            raise PPOStopped(f"{err}; the policy is kept as it was after iteration {step}", step + 1, records) from None
+            raise TrainingStopped(f"{err}; the policy is kept as it was after iteration {step}", step + 1, records) from None
         records.append(record)
         bar.set_postfix(reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.1f}", true=f"{record['true_score']:.2f}")
     policy.eval()

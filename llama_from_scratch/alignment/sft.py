@@ -42,6 +42,7 @@ Chapter: instruction_tuning.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llama_from_scratch.alignment.errors import AlignmentError
+from llama_from_scratch.alignment.errors import AlignmentError, TrainingStopped
 from llama_from_scratch.alignment.instructions import (Example, collate, encode_example, prompt_ids,
                                                        response_only_loss)
 from llama_from_scratch.alignment.task import check_training_topic
@@ -116,6 +117,9 @@ def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict],
              progress: bool = False) -> list[dict[str, float]]:
     """Fine-tune `model` in place; one record {"step", "lr", "loss", "grad_norm"} per step.
 
+    errors.TrainingStopped if the loss or the gradient stops being finite (the model then holds
+    the weights before the update that caused it).
+
     `loss` is the batch's response-only loss (nats per answer token) before that step's update.
     """
     from tqdm.auto import tqdm
@@ -125,7 +129,8 @@ def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict],
     batches = batch_indices(len(encoded), settings.batch_size, settings.seed)
     device = model.tok_embeddings.weight.device
     model.train()
-    records = []
+    records: list[dict] = []
+    previous = None  # the weights before the latest update
     bar = tqdm(range(settings.steps), desc="SFT", unit="step", file=sys.stderr, disable=not progress)
     for step in bar:
         lr = lr_at(step, settings.lr, 0, settings.steps, settings.final_lr_ratio)
@@ -138,7 +143,11 @@ def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict],
         loss.backward()
         grad_norm = float(clip_grad_norm(model.parameters(), settings.clip))
         if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
-            raise AlignmentError(f"the SFT loss became {loss.item()} at step {step + 1}; lower --lr")
+            if previous is not None:  # the weights this step's loss was computed on came from it
+                model.load_state_dict(previous)
+            raise TrainingStopped(f"the loss became {loss.item()} at step {step + 1}; the model is kept as it "
+                                  f"was after step {max(0, step - 1)}; lower --lr", step + 1, records)
+        previous = copy.deepcopy(model.state_dict())
         optimizer.step()
         records.append({"step": step + 1, "lr": lr, "loss": loss.item(), "grad_norm": grad_norm})
         bar.set_postfix(loss=f"{loss.item():.3f}")

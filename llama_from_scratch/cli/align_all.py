@@ -106,12 +106,12 @@ def run_stage(stage: str, out: Path, args: argparse.Namespace) -> dict:
     return json.loads(captured.getvalue().strip().splitlines()[-1])
 
 
-def stage_result(stage: str, line: dict, out: Path) -> dict:
-    """What the final JSON line reports for a stage."""
+def stage_result(stage: str, line: dict, out: Path) -> tuple[dict, list[dict]]:
+    """What the final JSON line reports for a stage, and the first held-out answers (for policies)."""
     keys = ("true_score", "true_score_sd", "true_score_se", "kl", "kl_se", "topic", "sentiment", "repetition",
             "brevity", "answers")
     if stage == "reward":
-        return {k: line[k] for k in ("accuracy", "accuracy_by_strength", "correlation", "train_accuracy")}
+        return {k: line[k] for k in ("accuracy", "accuracy_by_strength", "correlation", "train_accuracy")}, []
     if stage == "sft":
         import torch
 
@@ -123,8 +123,9 @@ def stage_result(stage: str, line: dict, out: Path) -> dict:
         tokenizer = load_tokenizer_for(out / "sft", model.args.vocab_size)
         print("measuring the SFT model on the held-out topics", file=sys.stderr)
         heldout = measure_policy(model, model, tokenizer, HELDOUT_PER_TOPIC)
-        return {k: heldout[k] for k in keys}
-    return {k: line["heldout"][k] for k in keys}
+        return {k: heldout[k] for k in keys}, heldout["samples"]
+    samples = json.loads((out / stage / f"{stage}.json").read_text())["heldout"]["samples"]
+    return {k: line["heldout"][k] for k in keys}, samples
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -149,8 +150,8 @@ def run_all(args: argparse.Namespace) -> int:
             print(f"== stage {stage}: finished earlier, not redone", file=sys.stderr)
             continue
         line = run_stage(stage, out, args)
-        stages[stage] = stage_result(stage, line, out)
-        record = {"stage": stage, "line": line, "result": stages[stage]}
+        stages[stage], samples = stage_result(stage, line, out)
+        record = {"stage": stage, "line": line, "result": stages[stage], "samples": samples}
         atomic_write(done, lambda f, r=record: f.write((json.dumps(r, indent=2) + "\n").encode()))
     print(json.dumps({"out": str(out), "base": str(args.base), "seed": args.seed, "stages": stages,
                       "resumed": resumed, "seconds": round(time.perf_counter() - start, 1)}))

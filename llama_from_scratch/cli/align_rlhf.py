@@ -5,7 +5,7 @@
     align ppo --policy DIR --reward DIR --out DIR [--beta B] [--steps N] [--seed S] [--lr LR]
               [--rollouts N] [--overwrite]
     align dpo --policy DIR --pairs FILE --out DIR [--beta B] [--seed S] [--steps N] [--lr LR]
-              [--max-kl NATS] [--overwrite]
+              [--batch-size B] [--max-kl NATS] [--overwrite]
         -> DIR, a policy folder (alignment.policy_dir: `align sample`, `generate` and `chat
            --checkpoint DIR` read it), and one JSON line on stdout: {"method", "out", "policy",
            "heldout": the true score's terms and "kl" to --policy on the held-out topics
@@ -63,7 +63,8 @@ def add_rlhf_parsers(sub: argparse._SubParsersAction) -> None:
     rej.add_argument("--prompts", type=int, default=r.prompts, metavar="N",
                      help=f"training prompts (default {r.prompts})")
     rej.add_argument("--temperature", type=float, default=r.temperature, metavar="T",
-                     help=f"sampling temperature (default {r.temperature}, LLaMA 2's for 10-100 samples)")
+                     help=f"sampling temperature (default {r.temperature}; LLaMA 2 found 1.2-1.3 best for "
+                          "10-100 samples of its RLHF model; alignment/rejection.py has the measurements)")
     rej.add_argument("--steps", type=int, default=r.sft.steps, metavar="N", help=f"fine-tuning steps (default {r.sft.steps})")
     rej.add_argument("--lr", type=float, default=r.sft.lr, metavar="LR", help=f"fine-tuning peak LR (default {r.sft.lr})")
     ppo = sub.add_parser("ppo", help="PPO against the reward model with a per-token KL penalty",
@@ -83,6 +84,8 @@ def add_rlhf_parsers(sub: argparse._SubParsersAction) -> None:
     dpo.add_argument("--seed", type=int, default=1, metavar="S", help="seeds the batches (default 1)")
     dpo.add_argument("--steps", type=int, default=d.steps, metavar="N", help=f"at most N steps (default {d.steps})")
     dpo.add_argument("--lr", type=float, default=d.lr, metavar="LR", help=f"learning rate (default {d.lr})")
+    dpo.add_argument("--batch-size", type=int, default=d.batch_size, metavar="B",
+                     help=f"pairs per step (default {d.batch_size})")
     dpo.add_argument("--max-kl", type=float, default=d.max_kl, metavar="NATS",
                      help=f"stop when the KL on training prompts passes NATS (default {d.max_kl}; inf: never)")
 
@@ -146,6 +149,7 @@ def _finish(method: str, args: argparse.Namespace, model, reference, tokenizer, 
 
 
 def run_rejection(args: argparse.Namespace) -> int:
+    from llama_from_scratch.alignment.errors import TrainingStopped
     from llama_from_scratch.alignment.rejection import (RejectionSettings, best_of_k, candidates,
                                                         training_prompts)
     from llama_from_scratch.alignment.sft import SFTSettings, final_loss, finetune
@@ -166,19 +170,25 @@ def run_rejection(args: argparse.Namespace) -> int:
     curve = {"k": ks, "reward_pick": best_of_k(found.rewards, found.true, ks).tolist(),
              "oracle_pick": best_of_k(found.true, found.true, ks).tolist()}
     best = found.best()
-    records = finetune(model, tokenizer, best, sft, progress=True)
+    stopped = None
+    try:
+        records = finetune(model, tokenizer, best, sft, progress=True)
+    except TrainingStopped as err:
+        records, stopped = err.records, f"rejection fine-tuning stopped at step {err.step}: {err}"
+        print(stopped, file=sys.stderr)
     train = TrainSettings(seq_len=model.args.max_seq_len, batch_size=sft.batch_size, max_steps=sft.steps, lr=sft.lr,
                           warmup_steps=0, final_lr_ratio=sft.final_lr_ratio, weight_decay=sft.weight_decay,
                           clip=sft.clip, seed=sft.seed, save_every=sft.steps)
     info = {"reward": str(args.reward), "settings": {**asdict(settings), "sft": asdict(sft)}, "examples": len(best),
             "best_of_k_train": curve, "picked_reward": float(found.rewards.max(axis=1).mean()),
             "picked_true_score": float(found.true[range(len(best)), found.rewards.argmax(axis=1)].mean()),
-            "final_loss": final_loss(records)}
-    return _finish("rejection", args, model, reference, tokenizer, train, info, records, start)
+            "final_loss": final_loss(records) if records else None}
+    return _finish("rejection", args, model, reference, tokenizer, train, info, records, start, stopped)
 
 
 def run_ppo(args: argparse.Namespace) -> int:
-    from llama_from_scratch.alignment.ppo_train import PPOSettings, PPOStopped, train_ppo
+    from llama_from_scratch.alignment.errors import TrainingStopped
+    from llama_from_scratch.alignment.ppo_train import PPOSettings, train_ppo
     from llama_from_scratch.alignment.task import load_topics
     from llama_from_scratch.training.run import TrainSettings
 
@@ -189,7 +199,7 @@ def run_ppo(args: argparse.Namespace) -> int:
     stopped = None
     try:
         records = train_ppo(model, reference, reward, tokenizer, load_topics().train, settings, progress=True)
-    except PPOStopped as err:
+    except TrainingStopped as err:
         records, stopped = err.records, f"PPO stopped at iteration {err.step}: {err}"
         print(stopped, file=sys.stderr)
     train = TrainSettings(seq_len=model.args.max_seq_len, batch_size=settings.rollouts, max_steps=max(1, len(records)),
@@ -203,15 +213,21 @@ def run_ppo(args: argparse.Namespace) -> int:
 
 def run_dpo(args: argparse.Namespace) -> int:
     from llama_from_scratch.alignment.dpo import DPOSettings, read_pairs, train_dpo
+    from llama_from_scratch.alignment.errors import TrainingStopped
     from llama_from_scratch.training.run import TrainSettings
 
     start = time.perf_counter()
     settings = _settings(DPOSettings, heldout_per_topic=args.heldout_per_topic, beta=args.beta, steps=args.steps,
-                         lr=args.lr, max_kl=args.max_kl, seed=args.seed)
+                         lr=args.lr, batch_size=args.batch_size, max_kl=args.max_kl, seed=args.seed)
     pairs, counts = read_pairs(args.pairs)
     model, reference, tokenizer, _ = _load(args.policy, None, args.out, args.overwrite)
     print(f"DPO on {len(pairs)} training pairs ({counts['heldout']} held-out lines left out)", file=sys.stderr)
-    records = train_dpo(model, reference, tokenizer, pairs, settings, progress=True)
+    stopped = None
+    try:
+        records = train_dpo(model, reference, tokenizer, pairs, settings, progress=True)
+    except TrainingStopped as err:
+        records, stopped = err.records, f"DPO stopped at step {err.step}: {err}"
+        print(stopped, file=sys.stderr)
     measured = [r for r in records if "kl" in r]
     kept = max([r["step"] for r in measured if r["kl"] <= settings.max_kl], default=0)
     train = TrainSettings(seq_len=model.args.max_seq_len, batch_size=settings.batch_size,
@@ -221,4 +237,4 @@ def run_dpo(args: argparse.Namespace) -> int:
     info = {"pairs": str(args.pairs), "pair_counts": counts, "settings": asdict(settings), "steps_run": len(records),
             "kept_step": kept if measured and measured[-1]["kl"] > settings.max_kl else len(records),
             "train_kl": [{"step": r["step"], "kl": r["kl"]} for r in measured]}
-    return _finish("dpo", args, model, reference, tokenizer, train, info, records, start)
+    return _finish("dpo", args, model, reference, tokenizer, train, info, records, start, stopped)
