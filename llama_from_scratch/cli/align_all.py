@@ -8,8 +8,10 @@
            for "reward" the held-out pairwise accuracy instead
 
 Each stage is the very `align` action of its name, run in this process with the options in
-STAGES (lighter than the actions' own defaults so that the whole pipeline takes about 20
-minutes on a 2-core CPU; `align sft` alone defaults to 8,000 stories and 600 steps). A stage is
+STAGES: lighter SFT and reward stages than those actions' own defaults (2,000 stories and 300
+steps instead of 8,000 and 600; 4,096 pairs instead of 8,192), so that the whole pipeline takes
+about 25 minutes on one thread of a 2-core CPU. With 2,048 pairs the reward model was no better
+than chance on held-out pairs (51%), and rejection sampling and PPO then learned nothing useful. A stage is
 finished when DIR/<stage>/stage.json exists: it is written atomically after the stage's folder
 (itself renamed into place whole) and its measurement. A finished stage is never redone; an
 unfinished one (killed mid-way) is started again from scratch, its half-made hidden folder removed.
@@ -38,7 +40,7 @@ ALL_FILE, STAGE_FILE = "all.json", "stage.json"
 # stage -> the `align` action's arguments after the ones every stage gets (--out, --seed, inputs)
 STAGES = {
     "sft": ["--stories", "2000", "--steps", "300"],
-    "reward": ["--pairs", "2048"],
+    "reward": ["--pairs", "4096"],
     "rejection": [],
     "ppo": [],
     "dpo": [],
