@@ -56,7 +56,7 @@ import torch.nn as nn
 from llama_from_scratch.alignment.errors import AlignmentError, TrainingStopped
 from llama_from_scratch.alignment.kl import sampled_kl
 from llama_from_scratch.alignment.ppo import gae, per_token_rewards, policy_loss, value_loss, whiten
-from llama_from_scratch.alignment.reward_model import RewardModel
+from llama_from_scratch.alignment.reward_model import RewardModel, scalar_head
 from llama_from_scratch.alignment.reward_train import score
 from llama_from_scratch.alignment.rollouts import (AnswerBatch, Rollout, action_logprobs, answer_batch,
                                                    answer_logprobs, gather_positions, sample_rollouts)
@@ -105,12 +105,7 @@ class ActorCritic(nn.Module):
     def __init__(self, policy: Transformer, generator: torch.Generator | None = None):
         super().__init__()
         self.policy = policy
-        weight = policy.tok_embeddings.weight
-        self.value_head = nn.Linear(policy.args.dim, 1, device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            draw = torch.empty(self.value_head.weight.shape).normal_(0.0, 0.02, generator=generator)
-            self.value_head.weight.copy_(draw)
-            self.value_head.bias.zero_()
+        self.value_head = scalar_head(policy, generator)
 
     def forward(self, batch: AnswerBatch, stop_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi of each action and V of the state it was taken in: `(batch, actions)` each."""

@@ -47,18 +47,25 @@ MARGINS = {"none": (0.0, 0.0, 0.0, 0.0), "small": (1.0, 2 / 3, 1 / 3, 0.0), "lar
 HEAD_STD = 0.02
 
 
+def scalar_head(body: Transformer, generator: torch.Generator | None = None) -> nn.Linear:
+    """`nn.Linear(dim, 1)` on the body's device and dtype, weights N(0, HEAD_STD), bias 0: the reward
+    model's head, and PPO's value head (ppo_train.ActorCritic)."""
+    weight = body.tok_embeddings.weight
+    head = nn.Linear(body.args.dim, 1, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        draw = torch.empty(head.weight.shape, dtype=weight.dtype).normal_(0.0, HEAD_STD, generator=generator)
+        head.weight.copy_(draw)
+        head.bias.zero_()
+    return head
+
+
 class RewardModel(nn.Module):
     """Token ids `(batch, seq)` and real lengths `(batch,)` -> rewards `(batch,)`, float32."""
 
     def __init__(self, body: Transformer, generator: torch.Generator | None = None):
         super().__init__()
         self.body = body
-        weight = body.tok_embeddings.weight
-        self.head = nn.Linear(body.args.dim, 1, device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            draw = torch.empty(self.head.weight.shape, dtype=weight.dtype).normal_(0.0, HEAD_STD, generator=generator)
-            self.head.weight.copy_(draw)
-            self.head.bias.zero_()
+        self.head = scalar_head(body, generator)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2 or lengths.shape != tokens.shape[:1]:
