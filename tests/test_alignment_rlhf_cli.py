@@ -66,6 +66,8 @@ def test_align_dpo_trains_on_training_pairs_only_and_saves_a_policy(capsys, tmp_
     code, stdout, _ = run(capsys, "sample", "--checkpoint", str(out), "--prompts", str(write_prompts(tmp_path)),
                           "--max-new-tokens", "8")
     assert code == 0 and json.loads(stdout.splitlines()[0])["topic"] == "ball"
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "Once", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.strip()  # `generate` finds the folder's own tokenizer.bin
 
 
 def write_prompts(tmp_path):
