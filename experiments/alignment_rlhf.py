@@ -11,7 +11,7 @@ A run is METHOD:SETTING:SEED, each the CLI itself on the committed SFT policy (c
 stories260K's tokenizer in --work) and, for rejection sampling and PPO, the committed reward model:
 
     rejection:K:S   align rejection --k K --seed S   (K@T: also --temperature T)
-    ppo:BETA:S      align ppo --beta BETA --seed S        (--steps, default the CLI's)
+    ppo:BETA:S      align ppo --beta BETA --seed S --max-kl inf    (--steps, default the CLI's)
     dpo:BETA:S      align dpo --beta BETA --seed S (--steps), on the reward model's
                     own training pairs (--pairs: by default the 8,192 that
                     `experiments.alignment_reward --runs small:1` leaves in its work folder; they
@@ -91,7 +91,8 @@ def one_run(spec: str, args: argparse.Namespace) -> tuple[tuple, dict]:
         line = align(["rejection", *common, "--reward", str(reward_folder(args.reward, args.work)), "--k", k,
                       *(["--temperature", temperature] if temperature else [])])
     elif method == "ppo":
-        line = align(["ppo", *common, "--reward", str(reward_folder(args.reward, args.work)), "--beta", setting])
+        line = align(["ppo", *common, "--reward", str(reward_folder(args.reward, args.work)), "--beta", setting,
+                      "--max-kl", "inf"])  # over-optimisation is measured, not stopped
     elif method == "dpo":
         line = align(["dpo", *common, "--pairs", str(args.pairs), "--beta", setting])
     else:

@@ -93,15 +93,22 @@ def test_align_dpo_refuses_held_out_pairs(capsys, tmp_path, sft_dir, reward_dir)
 
 def test_align_ppo_runs_iterations_and_records_reward_kl_and_true_score(capsys, tmp_path, sft_dir, reward_dir):
     out = tmp_path / "ppo"
-    code, stdout, stderr = run(capsys, "ppo", "--policy", str(sft_dir), "--reward", str(reward_dir), "--out", str(out),
-                               "--steps", "2", "--rollouts", "4", "--lr", "1e-3", *MEASURE)
+    argv = ["ppo", "--policy", str(sft_dir), "--reward", str(reward_dir), "--out", str(out), "--steps", "2",
+            "--rollouts", "4", "--lr", "1e-3", *MEASURE]
+    code, stdout, stderr = run(capsys, *argv, "--max-kl", "inf")
     assert code == 0, stderr
     line = json.loads(stdout)
-    assert line["iterations"] == 2 and set(line["final"]) == {"reward", "kl", "true_score"}
+    assert line["iterations"] == line["updates_kept"] == 2 and set(line["final"]) == {"reward", "kl", "true_score"}
+    assert line["settings"]["max_kl"] == "inf"  # strict JSON: no Infinity
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and records[0]["kl"] == pytest.approx(0, abs=1e-5)
-    assert records[1]["kl"] != 0  # the first update moved the policy away from the SFT model
+    assert records[1]["kl"] > 0.5  # the first update moved the policy away from the SFT model
     assert not same_weights(load_model(out), load_model(sft_dir))
+    # the same run with a KL budget of 0.5 nats: iteration 2's batch passes it, so the weights it was
+    # sampled from (one update) are dropped and the last ones within the budget (SFT's) are kept
+    code, stdout, stderr = run(capsys, *argv, "--max-kl", "0.5", "--overwrite")
+    assert code == 0 and json.loads(stdout)["updates_kept"] == 0, stderr
+    assert same_weights(load_model(out), load_model(sft_dir))
 
 
 def test_align_ppo_stops_on_a_non_finite_reward_and_keeps_the_last_good_policy(capsys, tmp_path, sft_dir,

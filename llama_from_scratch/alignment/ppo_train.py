@@ -86,6 +86,7 @@ class PPOSettings:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     max_new_tokens: int = 256
+    max_kl: float = 10.0  # nats per answer, the batch's own KL; math.inf: never stop early
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,7 +94,8 @@ class PPOSettings:
             if type(getattr(self, name)) is not int or getattr(self, name) < 1:
                 raise AlignmentError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not (self.beta >= 0 and self.lr > 0 and self.clip > 0 and self.value_clip > 0 and self.value_coef >= 0
-                and 0 <= self.gamma <= 1 and 0 <= self.lam <= 1 and self.grad_clip > 0 and self.weight_decay >= 0):
+                and 0 <= self.gamma <= 1 and 0 <= self.lam <= 1 and self.grad_clip > 0 and self.weight_decay >= 0
+                and self.max_kl > 0):
             raise AlignmentError(f"need beta >= 0, lr > 0, clips > 0, gamma and lambda in [0, 1]; got {self}")
         if type(self.seed) is not int or self.seed < 0:
             raise AlignmentError(f"seed must be an integer >= 0, got {self.seed!r}")
@@ -170,6 +172,12 @@ def train_ppo(policy: Transformer, reference: Transformer, reward_model: RewardM
               topics: Sequence[str], settings: PPOSettings, progress: bool = False) -> list[dict]:
     """Train `policy` in place (float32, its device) for `settings.steps` iterations; a record each.
 
+    Each iteration's "kl" is that of its own batch, sampled from the weights it started from. When
+    it passes `max_kl`, training stops and the policy goes back to the weights of the last
+    iteration within it (the records end with the one that passed it): the KL budget is kept
+    by construction, on training prompts. DPO (dpo.py) does the same with a margin, since it
+    measures only every few steps.
+
     `topics` are training topics only (held-out ones are refused); `reference` is the frozen SFT
     model. The value head is trained alongside and dropped at the end (the policy is what is kept).
     """
@@ -184,6 +192,7 @@ def train_ppo(policy: Transformer, reference: Transformer, reward_model: RewardM
     optimizer = AdamW(param_groups(actor, settings.weight_decay), lr=settings.lr, weight_decay=settings.weight_decay)
     prompts = batch_indices(len(topics), settings.rollouts, settings.seed)
     records: list[dict] = []
+    within = copy.deepcopy(policy.state_dict())  # the last weights whose batch KL was within max_kl
     bar = tqdm(range(settings.steps), desc="PPO", unit="iteration", file=sys.stderr, disable=not progress)
     for step in bar:
         good = copy.deepcopy(policy.state_dict())
@@ -195,5 +204,9 @@ def train_ppo(policy: Transformer, reference: Transformer, reward_model: RewardM
             raise TrainingStopped(f"{err}; the policy is kept as it was after iteration {step}", step + 1, records) from None
         records.append(record)
         bar.set_postfix(reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.1f}", true=f"{record['true_score']:.2f}")
+        if record["kl"] > settings.max_kl:  # measured on `good`, the weights this iteration started from
+            policy.load_state_dict(within)
+            break
+        within = good
     policy.eval()
     return records

@@ -3,7 +3,7 @@
     align rejection --policy DIR --reward DIR --out DIR [--k K] [--seed S] [--prompts N]
                     [--temperature T] [--steps N] [--lr LR] [--overwrite]
     align ppo --policy DIR --reward DIR --out DIR [--beta B] [--steps N] [--seed S] [--lr LR]
-              [--rollouts N] [--overwrite]
+              [--rollouts N] [--max-kl NATS] [--overwrite]
     align dpo --policy DIR --pairs FILE --out DIR [--beta B] [--seed S] [--steps N] [--lr LR]
               [--batch-size B] [--max-kl NATS] [--overwrite]
         -> DIR, a policy folder (alignment.policy_dir: `align sample`, `generate` and `chat
@@ -11,10 +11,9 @@
            "heldout": the true score's terms and "kl" to --policy on the held-out topics
            (alignment.policy_eval, 16 answers per topic, seed 0), ..., "seconds"}
 
---policy is the SFT model (`align sft --out`); it is also the reference of the KL. --reward is a
-reward model of the same tokenizer (`align reward --out`); --pairs is the pairs.jsonl of such a
-folder (DPO reads only its training pairs). Held-out topics are never trained on: prompts come from
-topics.json's training topics.
+--policy is the SFT model (`align sft --out`), also the KL's reference; --reward a reward model of
+its tokenizer (`align reward --out`); --pairs the pairs.jsonl of one (DPO reads its training pairs
+only). Prompts come from the training topics; --heldout-per-topic N sets the measurement's size.
 
 Checked before any model is loaded, each failure exit status 2 with one line on stderr: a
 non-empty --out without --overwrite (or, with it, a folder that is not a policy folder), a
@@ -30,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -76,6 +76,8 @@ def add_rlhf_parsers(sub: argparse._SubParsersAction) -> None:
     ppo.add_argument("--lr", type=float, default=p.lr, metavar="LR", help=f"constant learning rate (default {p.lr})")
     ppo.add_argument("--rollouts", type=int, default=p.rollouts, metavar="N",
                      help=f"answers per iteration (default {p.rollouts})")
+    ppo.add_argument("--max-kl", type=float, default=p.max_kl, metavar="NATS",
+                     help=f"stop when a batch's KL passes NATS (default {p.max_kl}; inf: never)")
     dpo = sub.add_parser("dpo", help="direct preference optimisation on the labeler's pairs",
                          description="DPO (Rafailov et al. 2023) on the training pairs of a reward folder.")
     _common(dpo, reward=False)
@@ -101,6 +103,11 @@ def _settings(make, **kwargs):
         return make(**kwargs)
     except AlignmentError as err:
         raise CLIError(f"bad option: {err}") from None
+
+
+def plain(settings: dict) -> dict:
+    """Settings with an infinite --max-kl written as the string "inf": strict JSON has no Infinity."""
+    return {k: "inf" if isinstance(v, float) and math.isinf(v) else v for k, v in settings.items()}
 
 
 def _load(policy: str, reward: str | None, out: str, overwrite: bool):
@@ -194,7 +201,7 @@ def run_ppo(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     settings = _settings(PPOSettings, heldout_per_topic=args.heldout_per_topic, beta=args.beta, steps=args.steps,
-                         lr=args.lr, rollouts=args.rollouts, seed=args.seed)
+                         lr=args.lr, rollouts=args.rollouts, max_kl=args.max_kl, seed=args.seed)
     model, reference, tokenizer, reward = _load(args.policy, args.reward, args.out, args.overwrite)
     stopped = None
     try:
@@ -206,7 +213,9 @@ def run_ppo(args: argparse.Namespace) -> int:
                           lr=settings.lr, warmup_steps=0, final_lr_ratio=1.0, weight_decay=settings.weight_decay,
                           clip=settings.grad_clip, seed=settings.seed, save_every=max(1, len(records)))
     last = records[-1] if records else {}
-    info = {"reward": str(args.reward), "settings": asdict(settings), "iterations": len(records),
+    over = bool(records) and records[-1]["kl"] > settings.max_kl  # stopped there, two updates back kept
+    info = {"reward": str(args.reward), "settings": plain(asdict(settings)), "iterations": len(records),
+            "updates_kept": max(0, len(records) - 2) if over else len(records),
             "final": {k: last.get(k) for k in ("reward", "kl", "true_score")}}
     return _finish("ppo", args, model, reference, tokenizer, train, info, records, start, stopped)
 
@@ -234,7 +243,8 @@ def run_dpo(args: argparse.Namespace) -> int:
                           max_steps=max(1, len(records)), lr=settings.lr, warmup_steps=min(settings.warmup, len(records)),
                           final_lr_ratio=1.0, weight_decay=settings.weight_decay, clip=settings.clip,
                           seed=settings.seed, save_every=max(1, len(records)))
-    info = {"pairs": str(args.pairs), "pair_counts": counts, "settings": asdict(settings), "steps_run": len(records),
+    info = {"pairs": str(args.pairs), "pair_counts": counts, "settings": plain(asdict(settings)),
+            "steps_run": len(records),
             "kept_step": kept if measured and measured[-1]["kl"] > settings.max_kl else len(records),
             "train_kl": [{"step": r["step"], "kl": r["kl"]} for r in measured]}
     return _finish("dpo", args, model, reference, tokenizer, train, info, records, start, stopped)
