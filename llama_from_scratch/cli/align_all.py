@@ -80,7 +80,11 @@ def check_all_out(out: Path, identity: dict, overwrite: bool) -> None:
         if overwrite:
             shutil.rmtree(out)
         else:
-            found = json.loads((out / ALL_FILE).read_text())
+            try:
+                found = json.loads((out / ALL_FILE).read_text())
+            except (OSError, ValueError) as err:
+                raise CLIError(f"--out {out}: {ALL_FILE} is unreadable ({err}); pass --overwrite to start "
+                               "again") from None
             if found != identity:
                 changed = ", ".join(f"{k}: {found.get(k)!r} -> {v!r}" for k, v in identity.items() if found.get(k) != v)
                 raise CLIError(f"--out {out} holds a pipeline run with other settings ({changed}); resume it with "
