@@ -24,18 +24,22 @@ with two heads; LLaMA 2 does not say how its value function is built.
     iterations       200 to 400                            `steps`, default 30 (about 3 minutes)
     GAE              not stated                            gamma 1.0, lambda 1.0 (2)
 
-Measured on the committed SFT and reward models (40 iterations, held-out topics, 128 answers):
+Measured on the committed SFT and reward models (trials: seed 0, 40 iterations, held-out topics,
+128 answers; the committed runs of experiments/alignment_rlhf.py: 256 answers):
 (1) An answer is about 250 tokens and its KL a sum over all of them, while the whitened score has
     a standard deviation of 1: at beta 0.01 a drift of 10 nats costs 0.1, nothing. With 0.01 the
-    KL reached 27 nats and the true score 1.19 (SFT 0.94), the topic term FELL from 0.40 to 0.26
-    and sentiment rose to 1.0: the reward model's blind spot, exploited. With 0.1: 11 nats, 1.30.
+    trial's KL reached 27 nats and the true score 1.19 (SFT 0.94), the topic term FELL from 0.40
+    to 0.26 and sentiment rose to 1.0: the reward model's blind spot, exploited (the committed
+    seed-1 run, 60 iterations: 50 nats, 1.30, five times SFT's repetition). With 0.1: 11 nats,
+    1.30 in the trial; 8 nats, 1.31 and 1.33 in the committed 30-iteration runs.
 (2) With lambda 0.95 (InstructGPT's and TRL's) the score, given at the last of ~250 actions,
     hardly reaches the early ones through an untrained value head: the reward went from 0.49 to
     0.77 in 40 iterations at beta 0.01 and lr 6e-5; with lambda 1 (Monte Carlo returns) to 1.55.
 
 If a loss, a gradient or a score is not finite, the policy is put back to its weights before
-that iteration and errors.TrainingStopped says at which iteration, with the records so far: the last good
-checkpoint is what the CLI then saves. Answers with no token at all are left out of the update
+that iteration and errors.TrainingStopped says at which iteration, with the records so far: the
+last good checkpoint is what the CLI then saves. A batch whose KL passes `max_kl` ends the run the
+same way but quietly (`train_ppo`). Answers with no token at all are left out of the update
 and counted ("skipped"); an iteration where every answer is empty is an error.
 
 Chapter: rlhf.
