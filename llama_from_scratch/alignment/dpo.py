@@ -177,7 +177,8 @@ def train_dpo(policy: Transformer, reference: Transformer, tokenizer: Tokenizer,
     previous = None  # the weights before the latest update
     bar = tqdm(range(settings.steps), desc="DPO", unit="step", file=sys.stderr, disable=not progress)
     for step in bar:
-        lr = lr_at(step, settings.lr, min(settings.warmup, settings.steps), settings.steps, 1.0)  # constant after the warmup
+        # constant after the warmup (a final ratio of 1)
+        lr = lr_at(step, settings.lr, min(settings.warmup, settings.steps), settings.steps, 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         chunk = [pairs[i] for i in next(batches)]

@@ -24,6 +24,7 @@ Chapter: instruction_tuning (also shown in: reward_model, rlhf).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +50,12 @@ def check_out_folder(out: str | Path, overwrite: bool, is_ours: Callable[[Path],
             raise AlignmentError(f"--out {out} is not {what}; refusing to delete it even with --overwrite: give "
                                  "another folder")
     return out
+
+
+def plain(settings: dict) -> dict:
+    """Settings with an infinite value (--max-kl inf) written as the string "inf": strict JSON,
+    which outside scripts parse, has no Infinity."""
+    return {k: "inf" if isinstance(v, float) and math.isinf(v) else v for k, v in settings.items()}
 
 
 def json_bytes(value: Any) -> bytes:

@@ -205,7 +205,8 @@ def train_ppo(policy: Transformer, reference: Transformer, reward_model: RewardM
                               settings, step)
         except AlignmentError as err:
             policy.load_state_dict(good)
-            raise TrainingStopped(f"{err}; the policy is kept as it was after iteration {step}", step + 1, records) from None
+            raise TrainingStopped(f"{err}; the policy is kept as it was after iteration {step}", step + 1,
+                                  records) from None
         records.append(record)
         bar.set_postfix(reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.1f}", true=f"{record['true_score']:.2f}")
         if record["kl"] > settings.max_kl:  # measured on `good`, the weights this iteration started from

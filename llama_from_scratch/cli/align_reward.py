@@ -16,7 +16,8 @@ with the ranking loss and --margin (LLaMA 2's Table 27; default small). --heldou
 about the HELD-OUT topics, drawn with --eval-seed (default 0, so every --seed and --margin is
 measured on the same pairs), are the measurement set: never trained on. "accuracy" is measured
 on them (a tie counts as wrong); "correlation" is the reward against the true score on their
-answers; "train_accuracy" is measured on the first 512 training pairs (memorising shows there). --seed seeds the training pairs, the head and the order of the batches.
+answers; "train_accuracy" is measured on the first 512 training pairs (memorising shows there).
+--seed seeds the training pairs, the head and the order of the batches.
 
 Checked before the policy is loaded, each failure exit status 2 with one line on stderr: a
 non-empty --out without --overwrite (or, with it, a folder that is not a reward directory), a

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import asdict
@@ -65,8 +64,9 @@ def add_rlhf_parsers(sub: argparse._SubParsersAction) -> None:
     rej.add_argument("--temperature", type=float, default=r.temperature, metavar="T",
                      help=f"sampling temperature (default {r.temperature}; LLaMA 2 found 1.2-1.3 best for "
                           "10-100 samples of its RLHF model; alignment/rejection.py has the measurements)")
-    rej.add_argument("--steps", type=int, default=r.sft.steps, metavar="N", help=f"fine-tuning steps (default {r.sft.steps})")
-    rej.add_argument("--lr", type=float, default=r.sft.lr, metavar="LR", help=f"fine-tuning peak LR (default {r.sft.lr})")
+    rej.add_argument("--steps", type=int, default=r.sft.steps, metavar="N",
+                     help="fine-tuning steps (default %(default)s)")
+    rej.add_argument("--lr", type=float, default=r.sft.lr, metavar="LR", help="fine-tuning LR (default %(default)s)")
     ppo = sub.add_parser("ppo", help="PPO against the reward model with a per-token KL penalty",
                          description="PPO with a KL penalty to the SFT model (LLaMA 2, section 3.2.3).")
     _common(ppo, reward=True)
@@ -103,11 +103,6 @@ def _settings(make, **kwargs):
         return make(**kwargs)
     except AlignmentError as err:
         raise CLIError(f"bad option: {err}") from None
-
-
-def plain(settings: dict) -> dict:
-    """Settings with an infinite --max-kl written as the string "inf": strict JSON has no Infinity."""
-    return {k: "inf" if isinstance(v, float) and math.isinf(v) else v for k, v in settings.items()}
 
 
 def _load(policy: str, reward: str | None, out: str, overwrite: bool):
@@ -195,6 +190,7 @@ def run_rejection(args: argparse.Namespace) -> int:
 
 def run_ppo(args: argparse.Namespace) -> int:
     from llama_from_scratch.alignment.errors import TrainingStopped
+    from llama_from_scratch.alignment.policy_dir import plain
     from llama_from_scratch.alignment.ppo_train import PPOSettings, train_ppo
     from llama_from_scratch.alignment.task import load_topics
     from llama_from_scratch.training.run import TrainSettings
@@ -223,6 +219,7 @@ def run_ppo(args: argparse.Namespace) -> int:
 def run_dpo(args: argparse.Namespace) -> int:
     from llama_from_scratch.alignment.dpo import DPOSettings, read_pairs, train_dpo
     from llama_from_scratch.alignment.errors import TrainingStopped
+    from llama_from_scratch.alignment.policy_dir import plain
     from llama_from_scratch.training.run import TrainSettings
 
     start = time.perf_counter()
@@ -240,9 +237,10 @@ def run_dpo(args: argparse.Namespace) -> int:
     measured = [r for r in records if "kl" in r]
     kept = max([r["step"] for r in measured if r["kl"] <= settings.max_kl], default=0)
     train = TrainSettings(seq_len=model.args.max_seq_len, batch_size=settings.batch_size,
-                          max_steps=max(1, len(records)), lr=settings.lr, warmup_steps=min(settings.warmup, len(records)),
-                          final_lr_ratio=1.0, weight_decay=settings.weight_decay, clip=settings.clip,
-                          seed=settings.seed, save_every=max(1, len(records)))
+                          max_steps=max(1, len(records)), lr=settings.lr,
+                          warmup_steps=min(settings.warmup, len(records)), final_lr_ratio=1.0,
+                          weight_decay=settings.weight_decay, clip=settings.clip, seed=settings.seed,
+                          save_every=max(1, len(records)))
     info = {"pairs": str(args.pairs), "pair_counts": counts, "settings": plain(asdict(settings)),
             "steps_run": len(records),
             "kept_step": kept if measured and measured[-1]["kl"] > settings.max_kl else len(records),
