@@ -50,11 +50,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def complete_policy(policy: Path, work: Path) -> Path:
-    """The committed SFT folder plus the base's tokenizer: what `align reward --policy` reads."""
-    dest = work / "policy"
+def with_tokenizer(folder: Path, dest: Path) -> Path:
+    """A copy of a committed folder (the SFT policy, the reward model) at `dest`, completed with
+    stories260K's tokenizer, which is a data file and so is not committed: what `align` reads."""
     if not (dest / "tokenizer.bin").is_file():
-        shutil.copytree(policy, dest, dirs_exist_ok=True)
+        shutil.copytree(folder, dest, dirs_exist_ok=True)
         shutil.copy2(datafiles.path("stories260K/tok512.bin"), dest / "tokenizer.bin")
     return dest
 
@@ -78,7 +78,7 @@ def curve(records: list[dict], every: int) -> list[list[float]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    policy = complete_policy(args.policy, args.work)
+    policy = with_tokenizer(args.policy, args.work / "policy")
     for spec in args.runs.split(","):
         margin, seed = spec.split(":")
         folder = args.work / f"{margin}_seed{seed}_pairs{args.pairs}_lr{args.lr:g}"

@@ -29,12 +29,11 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments.alignment_reward import complete_policy
+from experiments.alignment_reward import with_tokenizer
 from experiments.common import ROOT, command_line, machine, now, read_json, rounded, write_json
 from llama_from_scratch import datafiles
 
@@ -57,15 +56,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def reward_folder(source: Path, work: Path) -> Path:
-    """The reward model folder `source` plus the tokenizer: what `align ... --reward` reads."""
-    dest = work / "reward"
-    if not (dest / "tokenizer.bin").is_file():
-        shutil.copytree(source, dest, dirs_exist_ok=True)
-        shutil.copy2(datafiles.path("stories260K/tok512.bin"), dest / "tokenizer.bin")
-    return dest
-
-
 def align(argv: list[str]) -> dict:
     cmd = [sys.executable, "-m", "llama_from_scratch", "align", *argv]
     print(" ".join(cmd[1:]), file=sys.stderr)
@@ -82,16 +72,17 @@ def thin(records: list[dict], every: int, keys: tuple[str, ...]) -> list[dict]:
 
 def one_run(spec: str, args: argparse.Namespace) -> tuple[tuple, dict]:
     method, setting, seed = spec.split(":")
-    policy = complete_policy(args.policy, args.work)
+    policy = with_tokenizer(args.policy, args.work / "policy")
+    reward = with_tokenizer(args.reward, args.work / "reward") if method != "dpo" else None
     folder = args.work / f"{method}_{setting.replace('@', '_t')}_seed{seed}_steps{args.steps}"
     common = ["--policy", str(policy), "--out", str(folder), "--seed", seed, "--overwrite",
               "--heldout-per-topic", str(args.per_topic)] + (["--steps", str(args.steps)] if args.steps else [])
     if method == "rejection":
         k, _, temperature = setting.partition("@")
-        line = align(["rejection", *common, "--reward", str(reward_folder(args.reward, args.work)), "--k", k,
+        line = align(["rejection", *common, "--reward", str(reward), "--k", k,
                       *(["--temperature", temperature] if temperature else [])])
     elif method == "ppo":
-        line = align(["ppo", *common, "--reward", str(reward_folder(args.reward, args.work)), "--beta", setting,
+        line = align(["ppo", *common, "--reward", str(reward), "--beta", setting,
                       "--max-kl", "inf"])  # over-optimisation is measured, not stopped
     elif method == "dpo":
         line = align(["dpo", *common, "--pairs", str(args.pairs), "--beta", setting])

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,11 +50,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from llama_from_scratch.alignment.errors import AlignmentError, TrainingStopped
+from llama_from_scratch.alignment.errors import AlignmentError, require_ints, stop_unless_finite
 from llama_from_scratch.alignment.instructions import prompt_ids
 from llama_from_scratch.alignment.kl import sampled_kl
 from llama_from_scratch.alignment.labeler import STRENGTHS
 from llama_from_scratch.alignment.preferences import PreferencePair
+from llama_from_scratch.alignment.reward_model import reward_ids
 from llama_from_scratch.alignment.rollouts import Rollout, answer_batch, answer_logprobs, sample_rollouts
 from llama_from_scratch.alignment.sampler import line_seed
 from llama_from_scratch.alignment.sft import batch_indices
@@ -83,14 +83,11 @@ class DPOSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "kl_every", "kl_answers"):
-            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
-                raise AlignmentError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        require_ints(self, ("steps", "batch_size", "kl_every", "kl_answers"))
         if not (self.beta > 0 and self.lr > 0 and self.warmup >= 0 and self.weight_decay >= 0 and self.clip > 0
                 and self.max_kl > 0):
             raise AlignmentError(f"need beta > 0, lr > 0, warmup >= 0, clip > 0 and max_kl > 0; got {self}")
-        if type(self.seed) is not int or self.seed < 0:
-            raise AlignmentError(f"seed must be an integer >= 0, got {self.seed!r}")
+        require_ints(self, ("seed",), minimum=0)
 
 
 def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -129,16 +126,18 @@ def read_pairs(path: str | Path) -> tuple[list[PreferencePair], dict[str, int]]:
     return pairs, counts
 
 
-def pair_rollouts(tokenizer: Tokenizer, pairs: Sequence[PreferencePair], max_len: int) -> list[Rollout]:
-    """Chosen answers first, then the rejected ones, as rollouts without a STOP action."""
-    out = []
-    for p, answer in [(p, p.chosen) for p in pairs] + [(p, p.rejected) for p in pairs]:
-        prompt = prompt_ids(tokenizer, p.topic)
-        ids = tokenizer.encode(answer)[:max(0, max_len - len(prompt))]
+def pair_rollouts(tokenizer: Tokenizer, pairs: Sequence[PreferencePair],
+                  max_len: int) -> list[tuple[Rollout, Rollout]]:
+    """(chosen, rejected) per pair as rollouts without a STOP action, read as the reward model
+    reads them (reward_model.reward_ids: prompt + answer, cut to `max_len`)."""
+    def rollout(topic: str, answer: str) -> Rollout:
+        prompt = prompt_ids(tokenizer, topic)
+        ids = reward_ids(tokenizer, topic, answer, max_len)[len(prompt):]
         if not ids:
-            raise AlignmentError(f"a pair about {p.topic!r} has an answer with no token in the context")
-        out.append(Rollout(p.topic, prompt, ids, False))
-    return out
+            raise AlignmentError(f"a pair about {topic!r} has an answer with no token in the context")
+        return Rollout(topic, prompt, ids, False)
+
+    return [(rollout(p.topic, p.chosen), rollout(p.topic, p.rejected)) for p in pairs]
 
 
 def kl_on_training_prompts(policy: Transformer, reference: Transformer, tokenizer: Tokenizer,
@@ -171,7 +170,7 @@ def train_dpo(policy: Transformer, reference: Transformer, tokenizer: Tokenizer,
     optimizer = AdamW(param_groups(policy, settings.weight_decay), lr=settings.lr, weight_decay=settings.weight_decay)
     batches = batch_indices(len(pairs), min(settings.batch_size, len(pairs)), settings.seed)
     kl_topics = [topics[i % len(topics)] for i in range(settings.kl_answers)]
-    stop_ids, max_len = tokenizer.stop_ids, policy.args.max_seq_len
+    stop_ids, encoded = tokenizer.stop_ids, pair_rollouts(tokenizer, pairs, policy.args.max_seq_len)
     records: list[dict] = []
     within = copy.deepcopy(policy.state_dict())  # the last weights measured within the KL budget
     previous = None  # the weights before the latest update
@@ -181,8 +180,8 @@ def train_dpo(policy: Transformer, reference: Transformer, tokenizer: Tokenizer,
         lr = lr_at(step, settings.lr, min(settings.warmup, settings.steps), settings.steps, 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        chunk = [pairs[i] for i in next(batches)]
-        batch = answer_batch(pair_rollouts(tokenizer, chunk, max_len), tokenizer.eos_id)
+        chunk = [encoded[i] for i in next(batches)]
+        batch = answer_batch([c for c, _ in chunk] + [r for _, r in chunk], tokenizer.eos_id)  # chosen first
         with torch.no_grad():
             ref = answer_logprobs(reference, batch, stop_ids).sum(-1)  # (2 * pairs,)
         policy.train()
@@ -192,11 +191,7 @@ def train_dpo(policy: Transformer, reference: Transformer, tokenizer: Tokenizer,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = float(clip_grad_norm(policy.parameters(), settings.clip))
-        if not (math.isfinite(loss.item()) and math.isfinite(norm)):
-            if previous is not None:  # the weights this step's loss was computed on came from it
-                policy.load_state_dict(previous)
-            raise TrainingStopped(f"the DPO loss became {loss.item()} at step {step + 1}; the policy is kept as "
-                                  f"it was after step {max(0, step - 1)}; lower --lr", step + 1, records)
+        stop_unless_finite(policy, previous, loss.item(), norm, step, records, "DPO")
         previous = copy.deepcopy(policy.state_dict())
         optimizer.step()
         policy.eval()

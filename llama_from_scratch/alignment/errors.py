@@ -9,6 +9,11 @@ made it non-finite), and the CLI saves them before exiting with status 2.
 Chapter: instruction_tuning (also shown in: reward_model, rlhf).
 """
 
+from __future__ import annotations
+
+import math
+from typing import Any
+
 
 class AlignmentError(ValueError):
     """Bad input to the alignment task; the message says what to do instead."""
@@ -21,3 +26,24 @@ class TrainingStopped(AlignmentError):
     def __init__(self, message: str, step: int, records: list[dict]):
         super().__init__(message)
         self.step, self.records = step, records
+
+
+def require_ints(settings: Any, names: tuple[str, ...], minimum: int = 1) -> None:
+    """AlignmentError naming the first of `settings`' fields `names` that is not an int >= `minimum`."""
+    for name in names:
+        value = getattr(settings, name)
+        if type(value) is not int or value < minimum:
+            raise AlignmentError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def stop_unless_finite(model: Any, previous: dict | None, loss: float, grad_norm: float, step: int,
+                       records: list[dict], what: str) -> None:
+    """Nothing when the loss and the gradient norm of 0-based `step` are finite. Otherwise put
+    `model` back to `previous` (its state dict before the latest update, which made this step's
+    loss; None at step 0, when nothing was updated yet) and raise TrainingStopped."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    if previous is not None:
+        model.load_state_dict(previous)
+    raise TrainingStopped(f"the {what} loss became {loss} at step {step + 1}; the model is kept as it was after "
+                          f"step {max(0, step - 1)}; lower --lr", step + 1, records)

@@ -50,11 +50,14 @@ def answer_rows(model: Transformer, tokenizer: Tokenizer, topics: Sequence[str],
                 temperature: float = TEMPERATURE, top_p: float = TOP_P, max_new_tokens: int = MAX_NEW_TOKENS,
                 progress: bool = False) -> list[dict]:
     """{"topic", "prompt", "response", "mentions" (m), "terms": the true score's terms} per line."""
-    rows = []
-    for row in sample_rows(model, tokenizer, topics, seed, temperature, top_p, max_new_tokens, progress):
-        rows.append({**row, "mentions": topic_count(words(row["response"]), row["topic"]),
-                     "terms": score_terms(row["response"], row["topic"])})
-    return rows
+    return [scored_row(row) for row in sample_rows(model, tokenizer, topics, seed, temperature, top_p,
+                                                   max_new_tokens, progress)]
+
+
+def scored_row(row: dict) -> dict:
+    """`row` ({"topic", "response", ...}) with "mentions" (m) and "terms" (the true score's terms)."""
+    return {**row, "mentions": topic_count(words(row["response"]), row["topic"]),
+            "terms": score_terms(row["response"], row["topic"])}
 
 
 def _means(rows: Sequence[dict]) -> dict[str, float]:

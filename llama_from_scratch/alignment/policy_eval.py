@@ -22,11 +22,10 @@ import torch
 
 from llama_from_scratch.alignment.instructions import prompt_ids
 from llama_from_scratch.alignment.kl import exact_kl, sampled_kl
-from llama_from_scratch.alignment.measure import requests, summarize
-from llama_from_scratch.alignment.rollouts import Rollout, action_logprobs, answer_batch
+from llama_from_scratch.alignment.measure import requests, scored_row, summarize
+from llama_from_scratch.alignment.rollouts import Rollout, action_logprobs, answer_batch, rollout_of
 from llama_from_scratch.alignment.sampler import MAX_NEW_TOKENS, line_seed, sample_ids
 from llama_from_scratch.alignment.task import load_topics
-from llama_from_scratch.alignment.true_score import score_terms, topic_count, words
 from llama_from_scratch.model.transformer import Transformer
 from llama_from_scratch.tokenizer.base import Tokenizer
 
@@ -39,9 +38,7 @@ def heldout_rollouts(policy: Transformer, tokenizer: Tokenizer, per_topic: int, 
     out = []
     for index, topic in enumerate(topics):
         ids = sample_ids(policy, tokenizer, topic, line_seed(seed, index))
-        prompt = prompt_ids(tokenizer, topic)
-        ended = len(ids) < MAX_NEW_TOKENS and len(prompt) + len(ids) < policy.args.max_seq_len
-        out.append(Rollout(topic, prompt, ids, ended))
+        out.append(rollout_of(topic, prompt_ids(tokenizer, topic), ids, MAX_NEW_TOKENS, policy.args.max_seq_len))
     return out
 
 
@@ -50,7 +47,7 @@ def measure_policy(policy: Transformer, reference: Transformer, tokenizer: Token
                    seed: int = 0, keep: int = 8, batch_size: int = 32) -> dict:
     """The table of the module docstring for `policy`, KL taken against `reference`."""
     rollouts = heldout_rollouts(policy, tokenizer, per_topic, seed)
-    rows, kls, sampled = [], [], []
+    kls, sampled = [], []
     for start in range(0, len(rollouts), batch_size):
         chunk = [r for r in rollouts[start:start + batch_size] if r.ids or r.ended]
         if chunk:
@@ -59,10 +56,7 @@ def measure_policy(policy: Transformer, reference: Transformer, tokenizer: Token
             kls += exact_kl(logits, ref_logits, batch, tokenizer.stop_ids).tolist()
             logp = action_logprobs(logits, batch, tokenizer.stop_ids)
             sampled += sampled_kl(logp, action_logprobs(ref_logits, batch, tokenizer.stop_ids), batch.mask).tolist()
-    for r in rollouts:
-        text = tokenizer.decode(r.ids)
-        rows.append({"topic": r.topic, "response": text, "mentions": topic_count(words(text), r.topic),
-                     "terms": score_terms(text, r.topic)})
+    rows = [scored_row({"topic": r.topic, "response": tokenizer.decode(r.ids)}) for r in rollouts]
     summary = summarize(rows)
     kls_array = np.array(kls)
     summary.update({"kl": float(kls_array.mean()), "kl_se": float(kls_array.std(ddof=1) / math.sqrt(len(kls)))

@@ -57,12 +57,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from llama_from_scratch.alignment.errors import AlignmentError, TrainingStopped
+from llama_from_scratch.alignment.errors import AlignmentError, TrainingStopped, require_ints
 from llama_from_scratch.alignment.kl import sampled_kl
 from llama_from_scratch.alignment.ppo import gae, per_token_rewards, policy_loss, value_loss, whiten
 from llama_from_scratch.alignment.reward_model import RewardModel, scalar_head
 from llama_from_scratch.alignment.reward_train import score
-from llama_from_scratch.alignment.rollouts import (AnswerBatch, Rollout, action_logprobs, answer_batch,
+from llama_from_scratch.alignment.rollouts import (AnswerBatch, action_logprobs, answer_batch,
                                                    answer_logprobs, gather_positions, sample_rollouts)
 from llama_from_scratch.alignment.sampler import line_seed
 from llama_from_scratch.alignment.sft import batch_indices
@@ -94,15 +94,12 @@ class PPOSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "rollouts", "minibatch", "epochs", "max_new_tokens"):
-            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
-                raise AlignmentError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        require_ints(self, ("steps", "rollouts", "minibatch", "epochs", "max_new_tokens"))
         if not (self.beta >= 0 and self.lr > 0 and self.clip > 0 and self.value_clip > 0 and self.value_coef >= 0
                 and 0 <= self.gamma <= 1 and 0 <= self.lam <= 1 and self.grad_clip > 0 and self.weight_decay >= 0
                 and self.max_kl > 0):
             raise AlignmentError(f"need beta >= 0, lr > 0, clips > 0, gamma and lambda in [0, 1]; got {self}")
-        if type(self.seed) is not int or self.seed < 0:
-            raise AlignmentError(f"seed must be an integer >= 0, got {self.seed!r}")
+        require_ints(self, ("seed",), minimum=0)
 
 
 class ActorCritic(nn.Module):

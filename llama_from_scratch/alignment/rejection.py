@@ -42,7 +42,7 @@ from math import comb
 
 import numpy as np
 
-from llama_from_scratch.alignment.errors import AlignmentError
+from llama_from_scratch.alignment.errors import AlignmentError, require_ints
 from llama_from_scratch.alignment.reward_model import RewardModel
 from llama_from_scratch.alignment.reward_train import score
 from llama_from_scratch.alignment.rollouts import sample_rollouts
@@ -66,8 +66,7 @@ class RejectionSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if type(self.prompts) is not int or self.prompts < 1 or type(self.k) is not int or self.k < 1:
-            raise AlignmentError(f"prompts and k must be integers >= 1, got {self.prompts!r} and {self.k!r}")
+        require_ints(self, ("prompts", "k"))
         if not self.temperature > 0 or type(self.max_new_tokens) is not int or self.max_new_tokens < 1:
             raise AlignmentError(f"need temperature > 0 and max_new_tokens >= 1, got {self.temperature} and "
                                  f"{self.max_new_tokens}")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from llama_from_scratch.alignment.errors import AlignmentError
-from llama_from_scratch.alignment.policy_dir import check_out_folder, lines_bytes
+from llama_from_scratch.alignment.policy_dir import check_out_folder, json_bytes, lines_bytes
 from llama_from_scratch.alignment.reward_model import RewardModel
 from llama_from_scratch.training.checkpoint import atomic_folder, atomic_write, save_state
 from llama_from_scratch.training.run import METRICS_FILE, is_training_dir, tokenizer_file
@@ -77,7 +77,7 @@ def save_reward(out: str | Path, model: RewardModel, policy: str | Path, info: d
         atomic_write(tmp / METRICS_FILE, lambda f: f.write(lines_bytes(records)))
         summary = {"format": 1, "kind": "reward", "model": asdict(model.body.args), "policy": str(policy),
                    **info, "tokenizer": tok.name}
-        atomic_write(tmp / REWARD_FILE, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
+        atomic_write(tmp / REWARD_FILE, lambda f: f.write(json_bytes(summary)))
     return out
 
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from llama_from_scratch.alignment.errors import AlignmentError
+from llama_from_scratch.alignment.errors import AlignmentError, require_ints
 from llama_from_scratch.alignment.preferences import PreferencePair
 from llama_from_scratch.alignment.reward_model import MARGINS, RewardModel, margins, pad, ranking_loss, reward_ids
 from llama_from_scratch.alignment.sft import batch_indices
@@ -72,13 +72,10 @@ class RewardSettings:
     def __post_init__(self) -> None:
         if self.margin not in MARGINS:
             raise AlignmentError(f"margin must be one of {', '.join(MARGINS)}, got {self.margin!r}")
-        for name in ("epochs", "batch_size"):
-            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
-                raise AlignmentError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        require_ints(self, ("epochs", "batch_size"))
         if not (self.lr > 0 and self.weight_decay >= 0 and self.clip > 0 and 0 <= self.warmup_ratio <= 1):
             raise AlignmentError(f"need lr > 0, weight_decay >= 0, clip > 0 and warmup_ratio in [0, 1]; got {self}")
-        if type(self.seed) is not int or self.seed < 0:
-            raise AlignmentError(f"seed must be an integer >= 0, got {self.seed!r}")
+        require_ints(self, ("seed",), minimum=0)
 
     def steps(self, n_pairs: int) -> int:
         return self.epochs * math.ceil(n_pairs / self.batch_size)

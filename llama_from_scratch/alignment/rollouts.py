@@ -53,6 +53,13 @@ class AnswerBatch(NamedTuple):
     mask: torch.Tensor  # (batch, actions) float32: 1 for a real action, 0 for padding
 
 
+def rollout_of(topic: str, prompt: list[int], ids: Sequence[int], max_new_tokens: int, max_seq_len: int) -> Rollout:
+    """The rollout of `generate`'s new ids for `prompt`: it ended (a stop token followed) when it
+    stopped before both the token budget and the context's end."""
+    ended = len(ids) < max_new_tokens and len(prompt) + len(ids) < max_seq_len
+    return Rollout(topic, prompt, list(ids), ended)
+
+
 def sample_rollouts(model: Transformer, tokenizer: Tokenizer, topics: Sequence[str], seed: int,
                     temperature: float = TEMPERATURE, max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 32,
                     progress: bool = False) -> list[Rollout]:
@@ -74,10 +81,7 @@ def sample_rollouts(model: Transformer, tokenizer: Tokenizer, topics: Sequence[s
             new = generate(model, [prompts[i] for i in fits], max_new_tokens, temperature=temperature, top_k=None,
                            top_p=1.0, stop_ids=tokenizer.stop_ids, seed=line_seed(seed, b))
             answers.update(zip(fits, new))
-        for i in chunk:
-            ids = answers[i]
-            ended = i in fits and len(ids) < max_new_tokens and len(prompts[i]) + len(ids) < limit
-            out.append(Rollout(topics[i], prompts[i], list(ids), ended))
+        out += [rollout_of(topics[i], prompts[i], answers[i], max_new_tokens, limit) for i in chunk]
     return out
 
 

@@ -62,7 +62,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from llama_from_scratch.alignment.errors import AlignmentError
+from llama_from_scratch.alignment.errors import AlignmentError, require_ints
 from llama_from_scratch.alignment.sampler import MAX_NEW_TOKENS, line_seed
 from llama_from_scratch.alignment.task import check_training_topic, load_topics
 from llama_from_scratch.alignment.true_score import topic_count, true_score, words
@@ -94,11 +94,8 @@ class SelfInstructSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("stories", "min_mentions", "max_new_tokens", "batch_size"):
-            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
-                raise AlignmentError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if type(self.seed) is not int or self.seed < 0:
-            raise AlignmentError(f"seed must be an integer >= 0, got {self.seed!r}")
+        require_ints(self, ("stories", "min_mentions", "max_new_tokens", "batch_size"))
+        require_ints(self, ("seed",), minimum=0)
         if type(self.early_words) is not int or self.early_words < 0:
             raise AlignmentError(f"early_words must be an integer >= 0 (0: anywhere), got {self.early_words!r}")
 

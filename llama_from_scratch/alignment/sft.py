@@ -43,14 +43,13 @@ Chapter: instruction_tuning.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from llama_from_scratch.alignment.errors import AlignmentError, TrainingStopped
+from llama_from_scratch.alignment.errors import AlignmentError, stop_unless_finite
 from llama_from_scratch.alignment.instructions import (Example, collate, encode_example, prompt_ids,
                                                        response_only_loss)
 from llama_from_scratch.alignment.task import check_training_topic
@@ -142,11 +141,7 @@ def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict],
         loss = response_only_loss(model(tokens), targets)
         loss.backward()
         grad_norm = float(clip_grad_norm(model.parameters(), settings.clip))
-        if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
-            if previous is not None:  # the weights this step's loss was computed on came from it
-                model.load_state_dict(previous)
-            raise TrainingStopped(f"the loss became {loss.item()} at step {step + 1}; the model is kept as it "
-                                  f"was after step {max(0, step - 1)}; lower --lr", step + 1, records)
+        stop_unless_finite(model, previous, loss.item(), grad_norm, step, records, "SFT")
         previous = copy.deepcopy(model.state_dict())
         optimizer.step()
         records.append({"step": step + 1, "lr": lr, "loss": loss.item(), "grad_norm": grad_norm})

@@ -28,10 +28,20 @@ from llama_from_scratch.alignment.sft import SFTSettings, final_loss
 from llama_from_scratch.model.transformer import Transformer
 from llama_from_scratch.training.run import TrainSettings, is_training_dir
 
+
 def check_out(out: str | Path, overwrite: bool) -> Path:
     """`out` when SFT may write there (policy_dir.check_out_folder): missing, an empty folder, or
     (with `overwrite`) a training directory."""
     return check_out_folder(out, overwrite, is_training_dir, "a training or SFT directory (no run.json)")
+
+
+def train_settings(model: Transformer, settings: SFTSettings) -> TrainSettings:
+    """An SFT run's settings as run.json's TrainSettings (no warmup, the model's context as seq_len);
+    also those of rejection sampling's fine-tuning."""
+    return TrainSettings(seq_len=model.args.max_seq_len, batch_size=settings.batch_size, max_steps=settings.steps,
+                         lr=settings.lr, warmup_steps=0, final_lr_ratio=settings.final_lr_ratio,
+                         weight_decay=settings.weight_decay, clip=settings.clip, seed=settings.seed,
+                         save_every=settings.steps)
 
 
 def save_sft(out: str | Path, model: Transformer, tokenizer_path: str | Path, settings: SFTSettings,
@@ -42,10 +52,7 @@ def save_sft(out: str | Path, model: Transformer, tokenizer_path: str | Path, se
     and sft.json. The folder is built as a hidden sibling and renamed into place.
     """
     out = check_out(out, overwrite)
-    train = TrainSettings(seq_len=model.args.max_seq_len, batch_size=settings.batch_size, max_steps=settings.steps,
-                          lr=settings.lr, warmup_steps=0, final_lr_ratio=settings.final_lr_ratio,
-                          weight_decay=settings.weight_decay, clip=settings.clip, seed=settings.seed,
-                          save_every=settings.steps)
+    train = train_settings(model, settings)
     summary = {**info, "settings": asdict(settings), "first_loss": records[0]["loss"],
                "final_loss": final_loss(records)}
     return save_policy(out, model, tokenizer_path, train, "sft", info, summary, records)

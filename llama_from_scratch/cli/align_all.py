@@ -93,9 +93,10 @@ def check_all_out(out: Path, identity: dict, overwrite: bool) -> None:
     for stale in list(out.glob(".*.tmp")) + list(out.glob(".*.old")):  # left by a killed stage
         shutil.rmtree(stale, ignore_errors=True)
     if not (out / ALL_FILE).is_file():
+        from llama_from_scratch.alignment.policy_dir import json_bytes
         from llama_from_scratch.training.checkpoint import atomic_write
 
-        atomic_write(out / ALL_FILE, lambda f: f.write((json.dumps(identity, indent=2) + "\n").encode()))
+        atomic_write(out / ALL_FILE, lambda f: f.write(json_bytes(identity)))
 
 
 def run_stage(stage: str, out: Path, args: argparse.Namespace) -> dict:
@@ -104,8 +105,9 @@ def run_stage(stage: str, out: Path, args: argparse.Namespace) -> dict:
 
     parser = argparse.ArgumentParser(prog="align")
     add_arguments(parser)
-    stage_ns = parser.parse_args(stage_args(stage, out, args))
-    print(f"== stage {stage}: align {' '.join(stage_args(stage, out, args))}", file=sys.stderr)
+    argv = stage_args(stage, out, args)
+    print(f"== stage {stage}: align {' '.join(argv)}", file=sys.stderr)
+    stage_ns = parser.parse_args(argv)
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         ACTIONS[stage](stage_ns)
@@ -135,6 +137,7 @@ def stage_result(stage: str, line: dict, out: Path) -> tuple[dict, list[dict]]:
 
 
 def run_all(args: argparse.Namespace) -> int:
+    from llama_from_scratch.alignment.policy_dir import json_bytes
     from llama_from_scratch.training.checkpoint import atomic_write
 
     start = time.perf_counter()
@@ -158,7 +161,7 @@ def run_all(args: argparse.Namespace) -> int:
         line = run_stage(stage, out, args)
         stages[stage], samples = stage_result(stage, line, out)
         record = {"stage": stage, "line": line, "result": stages[stage], "samples": samples}
-        atomic_write(done, lambda f, r=record: f.write((json.dumps(r, indent=2) + "\n").encode()))
+        atomic_write(done, lambda f, r=record: f.write(json_bytes(r)))
     print(json.dumps({"out": str(out), "base": str(args.base), "seed": args.seed, "stages": stages,
                       "resumed": resumed, "seconds": round(time.perf_counter() - start, 1)}))
     return 0

@@ -155,8 +155,8 @@ def run_rejection(args: argparse.Namespace) -> int:
     from llama_from_scratch.alignment.rejection import (RejectionSettings, best_of_k, candidates,
                                                         training_prompts)
     from llama_from_scratch.alignment.sft import SFTSettings, final_loss, finetune
+    from llama_from_scratch.alignment.sft_dir import train_settings
     from llama_from_scratch.alignment.task import load_topics
-    from llama_from_scratch.training.run import TrainSettings
 
     start = time.perf_counter()
     sft = _settings(SFTSettings, steps=args.steps, lr=args.lr, seed=args.seed)
@@ -178,9 +178,7 @@ def run_rejection(args: argparse.Namespace) -> int:
     except TrainingStopped as err:
         records, stopped = err.records, f"rejection fine-tuning stopped at step {err.step}: {err}"
         print(stopped, file=sys.stderr)
-    train = TrainSettings(seq_len=model.args.max_seq_len, batch_size=sft.batch_size, max_steps=sft.steps, lr=sft.lr,
-                          warmup_steps=0, final_lr_ratio=sft.final_lr_ratio, weight_decay=sft.weight_decay,
-                          clip=sft.clip, seed=sft.seed, save_every=sft.steps)
+    train = train_settings(model, sft)
     info = {"reward": str(args.reward), "settings": {**asdict(settings), "sft": asdict(sft)}, "examples": len(best),
             "best_of_k_train": curve, "picked_reward": float(found.rewards.max(axis=1).mean()),
             "picked_true_score": float(found.true[range(len(best)), found.rewards.argmax(axis=1)].mean()),
