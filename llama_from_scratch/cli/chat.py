@@ -8,7 +8,8 @@ ends a chat model's answer, or BOS, which would begin another document), streame
 from stdin, one per line (an empty line is skipped, "/reset" starts a new dialog, end of
 input ends the chat). Each turn re-reads the whole dialog (the KV cache is not kept between
 turns). Sampling defaults are Meta's example_chat_completion.py's
-(temperature 0.6, top-p 0.9). Not handled: multi-line messages, saving a dialog.
+(temperature 0.6, top-p 0.9). Under torchrun a Meta checkpoint is served tensor parallel and
+rank 0 reads the lines for every rank. Not handled: multi-line messages, saving a dialog.
 
 Chapter: real_weights.
 """
@@ -19,7 +20,8 @@ import argparse
 import sys
 
 from llama_from_scratch.cli.main import CLIError
-from llama_from_scratch.cli.options import add_model_arguments, load_model_for_cli, load_tokenizer_for_cli
+from llama_from_scratch.cli.options import (add_model_arguments, load_model_for_cli, load_tokenizer_for_cli,
+                                           on_every_rank)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +55,12 @@ def answer(model, tokenizer, dialog: list[dict[str, str]], args: argparse.Namesp
 
 
 def run(args: argparse.Namespace) -> int:
+    return on_every_rank(chat_on_rank, args)
+
+
+def chat_on_rank(args: argparse.Namespace, world) -> int:
+    """The chat on one rank: under torchrun rank 0 reads stdin and every rank gets its lines."""
+    from llama_from_scratch.distributed.process_group import from_rank0
     from llama_from_scratch.inference.sampling import check_sampling
 
     try:
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         while True:
             if interactive:
                 print("you> ", end="", file=sys.stderr, flush=True)
-            line = sys.stdin.readline()
+            line = from_rank0(world, sys.stdin.readline)
             if not line:
                 return 0
             text = line.strip()

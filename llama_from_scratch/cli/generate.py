@@ -24,7 +24,8 @@ import argparse
 import sys
 
 from llama_from_scratch.cli.main import CLIError
-from llama_from_scratch.cli.options import add_model_arguments, load_model_for_cli, load_tokenizer_for_cli
+from llama_from_scratch.cli.options import (add_model_arguments, load_model_for_cli, load_tokenizer_for_cli,
+                                           on_every_rank)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +68,11 @@ def special_ids(args: argparse.Namespace, tokenizer) -> tuple[int | None, tuple[
 
 
 def run(args: argparse.Namespace) -> int:
+    return on_every_rank(generate_text, args)
+
+
+def generate_text(args: argparse.Namespace, world) -> int:
+    """The command on one rank (under torchrun, the ranks serve one model tensor parallel)."""
     from llama_from_scratch.inference.generation import stream
     from llama_from_scratch.inference.sampling import check_sampling
 

@@ -2,6 +2,8 @@
 
 `load_model_for_cli` prints the memory account (weights + KV cache) on stderr *before*
 loading, so a reader sees whether the model fits before waiting for gigabytes to load.
+Under `torchrun --nproc-per-node N` (chapter scale_out) it loads a Meta checkpoint tensor
+parallel: each rank reads only its own shard (`distributed.tensor_parallel_load`).
 
 Chapter: real_weights.
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from llama_from_scratch.checkpoints.dtypes import DTYPES
 from llama_from_scratch.cli.main import CLIError
@@ -33,6 +36,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights' dtype (default: as stored, Meta's bfloat16 or Hugging Face's float16; "
                              "bfloat16 becomes float16 on GPUs without fast bfloat16, such as the T4)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first tokens)")
+    parser.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
+                        help="under torchrun: NCCL for GPUs, gloo for CPUs (auto, default)")
 
 
 def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
@@ -44,8 +49,13 @@ def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
     from llama_from_scratch.inference.device import compile_model, device_memory, pick_device, pick_dtype
     from llama_from_scratch.inference.memory import memory_account
 
+    from llama_from_scratch.distributed.process_group import local_device, world_from_env
+
     try:
-        device = pick_device(args.device)
+        world = world_from_env()
+        device = local_device(str(pick_device(args.device)), world)
+        if world.is_distributed:
+            return load_sharded_for_cli(args, world, device)
         model_args = read_args(args.checkpoint)
         stored = read_dtype(args.checkpoint)
         dtype = pick_dtype(args.dtype, device, stored)
@@ -60,6 +70,48 @@ def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
         raise CLIError(str(err)) from err
     if args.compile:
         compile_model(model)
+    return model
+
+
+def on_every_rank(body: Callable[[argparse.Namespace, Any], int], args: argparse.Namespace) -> int:
+    """`body(args, world)` on this rank: the only rank, or one of torchrun's. Ranks other than 0
+    print nothing (their errors excepted); the process group is left at the end."""
+    from llama_from_scratch.distributed.process_group import close_world, quiet_unless_writer, world_from_env
+
+    try:
+        world = world_from_env()
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    try:
+        with quiet_unless_writer(world):
+            return body(args, world)
+    finally:
+        close_world()
+
+
+def load_sharded_for_cli(args: argparse.Namespace, world, device):
+    """Rank `world.rank`'s tensor-parallel part of a Meta checkpoint (the process group joined here)."""
+    from llama_from_scratch.checkpoints.errors import CheckpointError
+    from llama_from_scratch.checkpoints.load import detect_format, read_dtype
+    from llama_from_scratch.distributed.process_group import init_world
+    from llama_from_scratch.distributed.tensor_parallel_load import load_tensor_parallel, local_weight_bytes
+    from llama_from_scratch.inference.device import pick_dtype
+
+    try:
+        if detect_format(args.checkpoint) != "meta":
+            raise CLIError(f"under torchrun, {args.checkpoint} must be in Meta's format (params.json + "
+                           "consolidated.NN.pth): tensor parallelism reads each rank's own shard; convert it "
+                           "with checkpoints.meta_format.save_meta, or run without torchrun")
+        if args.compile:
+            raise CLIError("--compile is not handled under torchrun; leave it out")
+        dtype = pick_dtype(args.dtype, device, read_dtype(args.checkpoint))
+        init_world(device, args.backend)
+        model = load_tensor_parallel(args.checkpoint, world.rank, world.size, device, dtype)
+    except (CheckpointError, ValueError, OSError) as err:
+        raise CLIError(str(err)) from err
+    held = local_weight_bytes(model)
+    print(f"tensor parallel over {world.size} ranks: rank {world.rank} holds {held['sliced'] / 2**20:.1f} MiB of "
+          f"sliced weights (+ {held['replicated'] / 2**10:.1f} KiB of replicated norms)", file=sys.stderr)
     return model
 
 

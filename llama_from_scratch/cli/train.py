@@ -4,13 +4,23 @@
         [--tokenizer FILE | --vocab-size N] [--preset NAME] [--dim D --n-layers L --n-heads H
         --n-kv-heads K] [--seq-len T] [--batch-size B] [--grad-accum N] [--max-steps N] [--lr LR]
         [--warmup-steps N] [--eval-every N] [--eval-batches N] [--save-every N] [--seed S]
-        [--resume] [--device D] [--dtype D]
+        [--resume] [--device D] [--dtype D] [--parallel ddp|fsdp] [--backend auto|gloo|nccl]
+
+    torchrun --nproc-per-node N -m llama_from_scratch train ...   (the same flags)
 
 stdout gets one JSON line at the end, `{"step", "val_loss", "bits_per_byte", "checkpoint"}`
 (the loss on the whole validation split, as `evaluate` computes it); progress and errors go
 to stderr; a user's error exits with status 2. Without --tokenizer or --vocab-size the run
 uses LLaMA 2's tokenizer; --vocab-size N trains a SentencePiece-style BPE of N pieces on the
 first 90% of the text (the part the model trains on) and saves it in DIR.
+
+Under torchrun (WORLD_SIZE > 1) the run is data parallel: --parallel ddp (the default:
+DistributedDataParallel) or fsdp (FSDP2, each rank holding 1/N of weights and optimizer).
+--batch-size stays the GLOBAL batch: every rank draws the windows one process would draw and
+trains on its equal share, so the data do not depend on the number of ranks, and a run may
+resume on another number of ranks. Only rank 0 writes the folder, the metrics and stdout.
+A rank that dies stops the others at their next collective (exit 1, the last checkpoint
+intact); a hung rank stops them after LLAMA_DIST_TIMEOUT_S seconds (default 180).
 
 Chapter: pretraining.
 """
@@ -45,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             **({"choices": ["float32", "bfloat16"]} if name == "dtype" else {}))
     parser.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default), cuda, ...")
+    parser.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp",
+                        help="under torchrun: replicate the model (ddp, default) or shard it (fsdp)")
+    parser.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
+                        help="under torchrun: NCCL for GPUs, gloo for CPUs (auto, default)")
 
 
 def settings_from(args: argparse.Namespace, base=None):
@@ -84,32 +98,88 @@ def tokenizer_differences(args: argparse.Namespace, saved) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+    from contextlib import nullcontext
     from pathlib import Path
 
+    import torch.distributed as dist
+
+    from llama_from_scratch.distributed.process_group import close_world, init_world, local_device, world_from_env
     from llama_from_scratch.training.checkpoint import RunLock, TrainingError
 
     out = Path(args.out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise CLIError(f"cannot write to the output folder {out}: {err.strerror}; choose another --out") from None
+        world = world_from_env()
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     if not Path(args.data).is_file():
         raise CLIError(f"--data {args.data} is not a file")
+    if world.is_writer:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise CLIError(f"cannot write to the output folder {out}: {err.strerror}; choose another --out") from None
     try:
-        with RunLock(out):
-            result = train_in(out, args)
+        with RunLock(out) if world.is_writer else nullcontext():
+            init_world(local_device(args.device, world), args.backend)
+            try:
+                result = train_in(out, args, world)
+            finally:
+                close_world()
     except TrainingError as err:
         raise CLIError(str(err)) from None
-    print(json.dumps(result), flush=True)
+    except (dist.DistError, RuntimeError) as err:  # DDP's reducer reports a lost peer as a RuntimeError
+        if not (world.is_distributed and lost_peer(err)):
+            raise
+        first = " ".join(str(err).split())[:300]
+        print(f"error: rank {world.rank} lost the other ranks ({first}); the last checkpoint in {out} is intact: "
+              "resume with --resume", file=sys.stderr)
+        return 1
+    if world.is_writer:
+        print(json.dumps(result), flush=True)
     return 0
 
 
-def train_in(out, args: argparse.Namespace) -> dict:
-    """The run itself, with `out` locked: set up or resume, train, evaluate."""
+def lost_peer(err: BaseException) -> bool:
+    """Whether an error says another rank died or hung (gloo's and NCCL's wording)."""
+    import torch.distributed as dist
+
+    text = str(err).lower()
+    return isinstance(err, dist.DistError) or any(sign in text for sign in (
+        "connection reset", "connection closed", "broken pipe", "timed out", "timeout", "nccl", "gloo"))
+
+
+def parallel_for(args: argparse.Namespace, world):
+    """One process, DDP or FSDP: how this run trains."""
+    from llama_from_scratch.distributed.parallel import Parallel
+
+    if not world.is_distributed:
+        return Parallel(world)
+    if args.parallel == "fsdp":
+        from llama_from_scratch.distributed.fully_sharded import FullyShardedParallel
+
+        return FullyShardedParallel(world)
+    from llama_from_scratch.distributed.data_parallel import DataParallel
+
+    return DataParallel(world)
+
+
+def check_share(parallel, micro_batch: int) -> None:
+    try:
+        parallel.check_batch(micro_batch)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def train_in(out, args: argparse.Namespace, world) -> dict:
+    """The run itself, with `out` locked by rank 0: set up or resume, train, evaluate."""
     import torch
+
+    from llama_from_scratch.distributed.process_group import local_device, rank0_first
+    from llama_from_scratch.training.checkpoint import load_state
 
     from llama_from_scratch.training.optimizer import AdamW, param_groups
     from llama_from_scratch.training.run import CHECKPOINT_FILE, MAY_CHANGE_ON_RESUME, differences, read_run
@@ -118,6 +188,7 @@ def train_in(out, args: argparse.Namespace) -> dict:
     from llama_from_scratch.training.setup import (build_model, open_data, prepare_tokenizer, resume_state,
                                                    run_tokenizer, write_new_run)
 
+    parallel = parallel_for(args, world)
     has_checkpoint = (out / CHECKPOINT_FILE).exists()
     if has_checkpoint and not args.resume:
         raise CLIError(f"{out} already holds a checkpoint; pass --resume to continue it, or choose "
@@ -127,6 +198,7 @@ def train_in(out, args: argparse.Namespace) -> dict:
     if args.resume:
         before = read_run(out)
         settings = settings_from(args, before["train"])
+        check_share(parallel, settings.micro_batch)
         changed = differences(asdict(before["train"]), asdict(settings), MAY_CHANGE_ON_RESUME)
         tokenizer = run_tokenizer(out)
         changed += tokenizer_differences(args, tokenizer)
@@ -136,26 +208,33 @@ def train_in(out, args: argparse.Namespace) -> dict:
                                                                               settings.seq_len)))
     else:
         settings = settings_from(args)
-        tokenizer = prepare_tokenizer(out, args.tokenizer, args.vocab_size, args.data)
+        check_share(parallel, settings.micro_batch)  # before anything is written
+        with rank0_first(world):  # rank 0 writes the tokenizer, the others read it
+            tokenizer = (prepare_tokenizer(out, args.tokenizer, args.vocab_size, args.data) if world.is_writer
+                         else run_tokenizer(out))
         model_args = model_args_from(args, tokenizer.vocab_size, settings.seq_len)
         changed = []
-    data = open_data(args.data, tokenizer, settings)
+    with rank0_first(world):  # rank 0 tokenizes (and caches) the text, the others read the cache
+        data = open_data(args.data, tokenizer, settings)
     if args.resume:
         changed += differences(before["data"], data.identity)
         if changed:
             raise CLIError(f"--resume: this run in {out} was started differently; differing: {'; '.join(changed)}")
-    else:
+    elif world.is_writer:
         write_new_run(out, model_args, settings, data.identity, tokenizer)
     torch.manual_seed(settings.seed)
-    device = torch.device(args.device)
-    model = build_model(model_args, settings.seed, device)
-    optimizer = AdamW(param_groups(model, settings.weight_decay), lr=settings.lr,
+    device = local_device(args.device, world)
+    model = parallel.wrap(build_model(model_args, settings.seed, device))  # the same init on every rank
+    optimizer = AdamW(param_groups(parallel.unwrap(model), settings.weight_decay), lr=settings.lr,
                       betas=(settings.beta1, settings.beta2), eps=settings.eps, weight_decay=settings.weight_decay)
     sampler = BatchSampler(data.train, settings.seq_len, settings.micro_batch, settings.seed + 1)
-    step = restore(resume_state(out), model, optimizer, sampler) if args.resume else 0
+    step = 0
+    if args.resume:  # rank 0 also drops metrics logged after the checkpoint
+        state = resume_state(out) if world.is_writer else load_state(out / CHECKPOINT_FILE)
+        step = restore(state, model, optimizer, sampler, parallel)
     if step < settings.max_steps:
         fit(model, optimizer, sampler, data.val, settings, out, step, data.val_bytes_per_token,
-            extra_state={"run": data.identity})
-    loss, _ = evaluate(model, data.val, settings)
+            extra_state={"run": data.identity}, parallel=parallel)
+    loss, _ = evaluate(parallel.unwrap(model), data.val, settings)
     return {"step": max(step, settings.max_steps), "val_loss": loss,
             "bits_per_byte": bits_per_byte(loss, data.val_bytes_per_token), "checkpoint": str(out / CHECKPOINT_FILE)}

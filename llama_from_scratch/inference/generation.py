@@ -66,6 +66,8 @@ def generate_steps(model: Transformer, prompts: Sequence[Sequence[int]], max_new
         else:
             logits = model(tokens[:, :cur], last_only=True)[:, -1]  # (batch, vocab): everything again
         next_ids = sample_next(logits, temperature, top_k, top_p, generator)  # (batch,)
+        if hasattr(model, "agree_on"):  # tensor parallel: every rank feeds the token rank 0 chose
+            next_ids = model.agree_on(next_ids)
         next_ids = torch.where(is_prompt[:, cur], tokens[:, cur], next_ids)  # prompts win
         tokens[:, cur] = next_ids
         prev = cur

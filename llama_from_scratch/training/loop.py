@@ -7,8 +7,10 @@ steps the validation loss is measured on fixed windows; every `save_every` steps
 the end) the whole state is saved: model, optimizer, step, the batch sampler's generator
 and PyTorch's global RNG. Resuming from it continues exactly where the run was, so a run
 killed and resumed ends with the same weights, bit for bit, as one that never stopped (on
-the same machine with the same thread count). Not handled: dropout (LLaMA has none),
-mixed-precision loss scaling (bfloat16 needs none), several processes (distributed/).
+the same machine with the same thread count). Several processes (torchrun) train through a
+`distributed.parallel.Parallel`: DDP or FSDP, each rank on its share of the same windows;
+rank 0 alone logs and saves, and the checkpoint does not depend on the number of ranks.
+Not handled: dropout (LLaMA has none), mixed-precision loss scaling (bfloat16 needs none).
 
 Chapter: pretraining.
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 
+from llama_from_scratch.distributed.parallel import Parallel
 from llama_from_scratch.training.checkpoint import TrainingError, atomic_write, save_state
 from llama_from_scratch.training.clipping import clip_grad_norm
 from llama_from_scratch.training.batches import BatchSampler, batches_that_fit, eval_windows
@@ -46,13 +49,16 @@ def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
+SINGLE = Parallel()  # one process: the default way to run
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-               settings: TrainSettings, step: int) -> dict[str, float]:
+               settings: TrainSettings, step: int, parallel: Parallel = SINGLE) -> dict[str, float]:
     """One optimizer step (`step` is 0-based: the number of steps taken before this one).
 
     Returns the step's learning rate, mean training loss (nats per token) and gradient norm
-    before clipping. A non-finite loss or gradient raises `TrainingError` before the weights
-    change.
+    before clipping (both the same on every rank). A non-finite loss or gradient raises
+    `TrainingError` before the weights change.
     """
     device = next(model.parameters()).device
     lr = lr_at(step, settings.lr, settings.warmup_steps, settings.max_steps, settings.final_lr_ratio)
@@ -60,16 +66,17 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=device)
-    for _ in range(settings.grad_accum):
-        x, y = sampler.next()  # (micro_batch, seq_len) each
+    for i in range(settings.grad_accum):
+        x, y = parallel.share(*sampler.next())  # (micro_batch / ranks, seq_len) each
         x, y = x.to(device), y.to(device)
-        with autocast(settings, device):
-            logits = logits_of(model, x)  # (micro_batch, seq_len, vocab)
-        loss = cross_entropy(logits, y) / settings.grad_accum  # mean over the whole batch
-        loss.backward()
+        with parallel.gradient_sync(model, last_micro_batch=i == settings.grad_accum - 1):
+            with autocast(settings, device):
+                logits = logits_of(model, x)  # (micro_batch / ranks, seq_len, vocab)
+            loss = cross_entropy(logits, y) / settings.grad_accum  # mean over the whole batch
+            loss.backward()
         total += loss.detach()
     grad_norm = clip_grad_norm(model.parameters(), settings.clip)
-    loss_value, norm_value = total.item(), float(grad_norm)
+    loss_value, norm_value = parallel.mean(total).item(), parallel.as_float(grad_norm)
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
         raise TrainingError(f"the training loss became {loss_value} (gradient norm {norm_value}) at step "
                             f"{step + 1}; the weights were not updated. Lower --lr or raise --warmup-steps, "
@@ -116,52 +123,57 @@ def trim_metrics(folder: Path, last_step: int) -> None:
 
 def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler, val_tokens: Any,
         settings: TrainSettings, folder: Path, start_step: int = 0, bytes_per_token: float | None = None,
-        progress: bool = True, extra_state: dict[str, Any] | None = None) -> int:
+        progress: bool = True, extra_state: dict[str, Any] | None = None, parallel: Parallel = SINGLE) -> int:
     """Train from `start_step` to `settings.max_steps`, logging to `folder/metrics.jsonl` and
-    saving `folder/checkpoint.pt`; returns the last step. `extra_state` is saved with every
-    checkpoint (e.g. the run's identity)."""
+    saving `folder/checkpoint.pt` (rank 0 only); returns the last step. `extra_state` is saved
+    with every checkpoint (e.g. the run's identity)."""
     from tqdm.auto import tqdm
 
     model.train()
+    writer = parallel.world.is_writer
     tokens_per_step = settings.batch_size * settings.seq_len
     last_saved = start_step
     bar = tqdm(range(start_step, settings.max_steps), initial=start_step, total=settings.max_steps,
-               desc="training", unit="step", file=sys.stderr, disable=not progress)
-    with open(folder / METRICS_FILE, "a") as log:
+               desc="training", unit="step", file=sys.stderr, disable=not (progress and writer))
+    with open(folder / METRICS_FILE, "a") if writer else nullcontext() as log:
         for step in bar:
             start = time.perf_counter()
             try:
-                record = train_step(model, optimizer, sampler, settings, step)
+                record = train_step(model, optimizer, sampler, settings, step, parallel)
             except TrainingError as err:
                 raise TrainingError(f"{err} (the last good checkpoint is step {last_saved} in {folder})") from None
             record = {"step": step + 1, **record,
                       "tokens_per_s": tokens_per_step / (time.perf_counter() - start)}
             done = step + 1
             if done % settings.eval_every == 0 or done == settings.max_steps:
-                record["val_loss"], _ = evaluate(model, val_tokens, settings, settings.eval_batches)
+                record["val_loss"], _ = evaluate(parallel.unwrap(model), val_tokens, settings, settings.eval_batches)
                 if bytes_per_token:
                     record["val_bits_per_byte"] = bits_per_byte(record["val_loss"], bytes_per_token)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            if writer:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{record['lr']:.1e}")
             if done % settings.save_every == 0 or done == settings.max_steps:
-                save_state(folder / CHECKPOINT_FILE, training_state(model, optimizer, sampler, done, extra_state))
+                state = training_state(model, optimizer, sampler, done, extra_state, parallel)  # every rank
+                if writer:
+                    save_state(folder / CHECKPOINT_FILE, state)
                 last_saved = done
     return settings.max_steps
 
 
 def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-                   step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a bit-exact resume needs, in types `torch.load(weights_only=True)` accepts."""
-    return {"format": 1, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   step: int, extra: dict[str, Any] | None = None, parallel: Parallel = SINGLE) -> dict[str, Any]:
+    """Everything a bit-exact resume needs, in types `torch.load(weights_only=True)` accepts.
+    With several ranks every rank must call it (FSDP gathers the shards); rank 0's is complete."""
+    return {"format": 1, "step": step, "model": parallel.model_state(model),
+            "optimizer": parallel.optimizer_state(model, optimizer),
             "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(), **(extra or {})}
 
 
 def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            sampler: BatchSampler) -> int:
-    """Put a saved training state back; returns its step."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+            sampler: BatchSampler, parallel: Parallel = SINGLE) -> int:
+    """Put a saved training state back (written by any number of ranks); returns its step."""
+    parallel.load(model, optimizer, state["model"], state["optimizer"])
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"])

@@ -1,0 +1,103 @@
+"""Run by tests/test_distributed.py under `torchrun --nproc-per-node N`; rank 0 writes JSON results.
+
+    distributed_worker.py grads OUT.json         DDP and FSDP gradients vs one process, bytes, memory
+    distributed_worker.py tp CHECKPOINT OUT.json tensor-parallel logits and greedy ids vs one process
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+from llama_from_scratch.checkpoints.meta_format import load_meta
+from llama_from_scratch.distributed.comm_bytes import count_sent
+from llama_from_scratch.distributed.data_parallel import DataParallel
+from llama_from_scratch.distributed.fully_sharded import FullyShardedParallel, shard_bytes
+from llama_from_scratch.distributed.process_group import init_world
+from llama_from_scratch.distributed.tensor_parallel_load import load_tensor_parallel, local_weight_bytes
+from llama_from_scratch.inference.generation import generate
+from llama_from_scratch.model.config import preset
+from llama_from_scratch.model.transformer import Transformer
+from llama_from_scratch.training.loss import cross_entropy
+from llama_from_scratch.training.optimizer import AdamW, param_groups
+
+torch.set_num_threads(1)
+
+
+def fresh_model() -> Transformer:
+    model = Transformer(preset("tiny", dim=64, n_heads=8, n_kv_heads=4, vocab_size=512, max_seq_len=64))
+    model.init_weights(torch.Generator().manual_seed(0))
+    return model
+
+
+def full_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in model.named_parameters():
+        g = p.grad
+        out[name] = g.full_tensor() if hasattr(g, "full_tensor") else g
+    return out
+
+
+def grads(out_path: str) -> None:
+    world = init_world(torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 512, (8, 32), generator=g), torch.randint(0, 512, (8, 32), generator=g)  # global batch
+    reference = fresh_model()
+    cross_entropy(reference(x), y).backward()  # one process on the whole batch
+    ref = {n: p.grad for n, p in reference.named_parameters()}
+    n_params = sum(p.numel() for p in reference.parameters())
+    result: dict = {"world": world.size, "n_params": n_params}
+    for parallel in (DataParallel(world), FullyShardedParallel(world)):
+        model = parallel.wrap(fresh_model())
+        optimizer = AdamW(param_groups(parallel.unwrap(model), 0.1), lr=1e-3)
+        xs, ys = parallel.share(x, y)
+        dist.barrier()
+        with count_sent() as sent:
+            loss = cross_entropy(model(xs), ys)
+            loss.backward()
+        got = full_grads(parallel.unwrap(model))
+        diff = max((got[n] - ref[n]).abs().max().item() for n in ref)
+        scale = max(ref[n].abs().max().item() for n in ref)
+        optimizer.step()
+        held = shard_bytes(model, optimizer)
+        result[parallel.name] = {"max_grad_diff": diff, "max_grad": scale, "sent": sent.bytes,
+                                 "bytes_per_rank": held, "mean_loss": parallel.mean(loss.detach()).item()}
+    result["reference_loss"] = cross_entropy(reference(x), y).item()
+    if world.is_writer:
+        with open(out_path, "w") as f:
+            json.dump(result, f)
+    dist.destroy_process_group()
+
+
+def tp(checkpoint: str, out_path: str) -> None:
+    world = init_world(torch.device("cpu"))
+    model = load_tensor_parallel(checkpoint, world.rank, world.size, dtype=torch.float32, max_seq_len=64)
+    reference = load_meta(checkpoint, dtype=torch.float32, max_seq_len=64)  # the whole model, to compare
+    tokens = torch.randint(0, reference.args.vocab_size, (4, 48), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        dist.barrier()
+        with count_sent() as sent:
+            logits = model(tokens)  # (4, 48, vocab) on every rank
+        expected = reference(tokens)
+    prompts = [[1, 5, 7], [1, 9]]
+    ids = generate(model, prompts, 10, temperature=0)
+    sampled = generate(model, prompts, 10, temperature=1.0, top_p=1.0, seed=world.rank)  # seeds differ per rank
+    gathered = [None] * world.size
+    dist.all_gather_object(gathered, sampled)
+    held = local_weight_bytes(model)
+    total = sum(p.nbytes for n, p in reference.named_parameters() if not n.endswith("norm.weight"))
+    if world.is_writer:
+        result = {"world": world.size, "max_logit_diff": (logits - expected).abs().max().item(),
+                  "greedy": ids, "greedy_reference": generate(reference, prompts, 10, temperature=0),
+                  "sampled_per_rank": gathered, "sliced_bytes": held["sliced"], "total_sliced_bytes": total,
+                  "sent": sent.bytes, "tokens": tokens.numel()}
+        with open(out_path, "w") as f:
+            json.dump(result, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    {"grads": grads, "tp": tp}[sys.argv[1]](*sys.argv[2:])
