@@ -27,7 +27,7 @@ from llama_from_scratch.model.config import preset
 from llama_from_scratch.training.checkpoint import load_state
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "tests" / "distributed_worker.py"
+WORKER = ["-m", "llama_from_scratch.distributed.live_checks"]
 # The gradient of a mean over 8 rows vs the mean of two ranks' means over 4: the same sums in
 # another order, so they agree to float32 rounding: |difference| <= 1e-6 x the largest gradient.
 GRAD_RTOL = 1e-6
@@ -72,7 +72,7 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 @pytest.fixture(scope="module")
 def grads(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("grads") / "grads.json"
-    done = torchrun(2, str(WORKER), "grads", str(out))
+    done = torchrun(2, *WORKER, "grads", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -83,6 +83,20 @@ def test_gradients_equal_one_process_on_the_global_batch(grads, how):
     assert result["max_grad"] > 1e-3  # a real gradient, not zeros
     assert result["max_grad_diff"] <= GRAD_RTOL * result["max_grad"], result
     assert result["mean_loss"] == pytest.approx(grads["reference_loss"], rel=1e-6)
+
+
+def test_collectives_send_what_the_ring_formulas_say(tmp_path):
+    """gloo's all-reduce and all-gather send the ring's bytes; its reduce-scatter sends as much as
+    an all-reduce (it reduces everything, then keeps its part), twice the ring's."""
+    out = tmp_path / "collectives.json"
+    done = torchrun(2, *WORKER, "collectives", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    size, world = result["tensor_bytes"], result["world"]
+    for name, formula in [("all_reduce", cost_model.all_reduce_bytes(size, world)),
+                          ("all_gather", cost_model.all_gather_bytes(size, world)),
+                          ("reduce_scatter", cost_model.all_reduce_bytes(size, world))]:
+        assert all(1.0 <= sent / formula < 1.001 for sent in result[name]), (name, result[name], formula)
 
 
 def test_fsdp_memory_per_rank_is_16_bytes_per_parameter_over_n(grads):
@@ -125,7 +139,7 @@ def meta_checkpoints(tmp_path_factory) -> dict[int, Path]:
 @pytest.mark.parametrize("world,shards", [(2, 2), (4, 2), (2, 4), (4, 1)])
 def test_tensor_parallel_equals_one_process(meta_checkpoints, tmp_path, world, shards):
     out = tmp_path / "tp.json"
-    done = torchrun(world, str(WORKER), "tp", str(meta_checkpoints[shards]), str(out))
+    done = torchrun(world, *WORKER, "tp", str(meta_checkpoints[shards]), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["max_logit_diff"] <= 1e-5

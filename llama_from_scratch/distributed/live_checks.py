@@ -1,13 +1,28 @@
-"""Run by tests/test_distributed.py under `torchrun --nproc-per-node N`; rank 0 writes JSON results.
+"""Measurements on a real process group, run under torchrun; rank 0 writes the results as JSON.
 
-    distributed_worker.py grads OUT.json         DDP and FSDP gradients vs one process, bytes, memory
-    distributed_worker.py tp CHECKPOINT OUT.json tensor-parallel logits and greedy ids vs one process
+    torchrun --standalone --nproc-per-node N -m llama_from_scratch.distributed.live_checks WHAT ARGS
+
+    collectives OUT.json        bytes each rank sends in all-reduce, all-gather, reduce-scatter
+                                and broadcast of a 4 MB float32 tensor (the kernel's count)
+    grads OUT.json              one step of DDP and of FSDP on a global batch of 8 sequences,
+                                each rank taking its 8/N: the gradients' largest difference from
+                                one process on the whole batch, the bytes sent, memory per rank
+    tp CHECKPOINT OUT.json      a Meta checkpoint served tensor parallel: logits' largest
+                                difference from the whole model, greedy ids of both, sampled ids
+                                seen by every rank (each rank seeded differently: rank 0's win),
+                                weight bytes per rank, bytes sent in one forward pass
+
+Chapter 13 runs them live and tests/test_distributed.py checks their results; the tiny model
+(dim 64, 8 heads, 4 KV heads, 2 layers, vocabulary 512) keeps each run to seconds on CPUs.
+
+Chapter: scale_out.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -41,6 +56,30 @@ def full_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def write(world, out_path: str, result: dict) -> None:
+    if world.is_writer:
+        Path(out_path).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def collectives(out_path: str) -> None:
+    world = init_world(torch.device("cpu"))
+    n, size = world.size, 1_000_000  # float32 elements: 4 MB
+    ops = {"all_reduce": lambda: dist.all_reduce(torch.ones(size)),
+           "all_gather": lambda: dist.all_gather([torch.empty(size // n) for _ in range(n)], torch.ones(size // n)),
+           "reduce_scatter": lambda: dist.reduce_scatter_tensor(torch.empty(size // n), torch.ones(size)),
+           "broadcast": lambda: dist.broadcast(torch.ones(size), src=0)}
+    result: dict = {"world": n, "tensor_bytes": 4 * size}
+    for name, op in ops.items():
+        dist.barrier()
+        with count_sent() as sent:
+            op()
+        counts = [None] * n
+        dist.all_gather_object(counts, sent.bytes)
+        result[name] = counts  # per rank: a broadcast's root sends, the others mostly listen
+    write(world, out_path, result)
+    dist.destroy_process_group()
+
+
 def grads(out_path: str) -> None:
     world = init_world(torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
@@ -66,9 +105,7 @@ def grads(out_path: str) -> None:
         result[parallel.name] = {"max_grad_diff": diff, "max_grad": scale, "sent": sent.bytes,
                                  "bytes_per_rank": held, "mean_loss": parallel.mean(loss.detach()).item()}
     result["reference_loss"] = cross_entropy(reference(x), y).item()
-    if world.is_writer:
-        with open(out_path, "w") as f:
-            json.dump(result, f)
+    write(world, out_path, result)
     dist.destroy_process_group()
 
 
@@ -89,15 +126,19 @@ def tp(checkpoint: str, out_path: str) -> None:
     dist.all_gather_object(gathered, sampled)
     held = local_weight_bytes(model)
     total = sum(p.nbytes for n, p in reference.named_parameters() if not n.endswith("norm.weight"))
-    if world.is_writer:
-        result = {"world": world.size, "max_logit_diff": (logits - expected).abs().max().item(),
-                  "greedy": ids, "greedy_reference": generate(reference, prompts, 10, temperature=0),
-                  "sampled_per_rank": gathered, "sliced_bytes": held["sliced"], "total_sliced_bytes": total,
-                  "sent": sent.bytes, "tokens": tokens.numel()}
-        with open(out_path, "w") as f:
-            json.dump(result, f)
+    result = {"world": world.size, "max_logit_diff": (logits - expected).abs().max().item(),
+              "greedy": ids, "greedy_reference": generate(reference, prompts, 10, temperature=0),
+              "sampled_per_rank": gathered, "sliced_bytes": held["sliced"], "total_sliced_bytes": total,
+              "sent": sent.bytes, "tokens": tokens.numel()}
+    write(world, out_path, result)
     dist.destroy_process_group()
 
 
+CHECKS = {"collectives": collectives, "grads": grads, "tp": tp}
+
 if __name__ == "__main__":
-    {"grads": grads, "tp": tp}[sys.argv[1]](*sys.argv[2:])
+    if len(sys.argv) < 3 or sys.argv[1] not in CHECKS:
+        print(f"usage: torchrun ... -m llama_from_scratch.distributed.live_checks {{{','.join(CHECKS)}}} ARGS OUT.json",
+              file=sys.stderr)
+        sys.exit(2)
+    CHECKS[sys.argv[1]](*sys.argv[2:])
