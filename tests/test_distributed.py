@@ -161,6 +161,24 @@ def test_generate_under_torchrun_prints_once_and_matches(meta_checkpoints):
     assert ranks.stdout == alone.stdout and len(alone.stdout.split()) == 8
 
 
+def test_chat_under_torchrun_reads_rank_0s_stdin_and_answers_as_one_process(meta_checkpoints):
+    from llama_from_scratch import datafiles
+
+    flags = ["--checkpoint", str(meta_checkpoints[2]), "--tokenizer", str(datafiles.path("stories260K/tok512.bin")),
+             "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"]
+    lines = "Tell me a story\n/reset\nagain\n"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    alone = subprocess.run([sys.executable, "-m", "llama_from_scratch", "chat", *flags], input=lines,
+                           capture_output=True, text=True, timeout=120, env=environment)
+    assert alone.returncode == 0, alone.stderr
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "llama_from_scratch", "chat", *flags], input=lines, capture_output=True,
+                           text=True, timeout=240, env=environment)
+    assert ranks.returncode == 0, ranks.stderr[-2000:]
+    assert ranks.stdout == alone.stdout and len(alone.stdout.splitlines()) == 2  # two answers, printed once
+    assert ranks.stderr.count("(new dialog)") == 1
+
+
 def test_a_world_that_cannot_split_the_model_is_named():
     args = preset("tiny", dim=64, n_heads=8, n_kv_heads=4, vocab_size=512)
     with pytest.raises(ValueError, match=r"3 does not divide n_heads 8, n_kv_heads 4.*Run with 1 or 2 or 4"):
