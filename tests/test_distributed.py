@@ -83,6 +83,10 @@ def test_gradients_equal_one_process_on_the_global_batch(grads, how):
     assert result["max_grad"] > 1e-3  # a real gradient, not zeros
     assert result["max_grad_diff"] <= GRAD_RTOL * result["max_grad"], result
     assert result["mean_loss"] == pytest.approx(grads["reference_loss"], rel=1e-6)
+    # clipping: the global norm over every rank's gradients (shards, for FSDP), then the same scaling
+    assert result["grad_norm"] == pytest.approx(result["reference_grad_norm"], rel=1e-6)
+    assert result["reference_grad_norm"] > 0.1  # above the clip level of the check: clipping acted
+    assert result["max_clipped_diff"] <= GRAD_RTOL * result["max_grad"], result
 
 
 def test_collectives_send_what_the_ring_formulas_say(tmp_path):
@@ -205,6 +209,9 @@ def test_training_on_two_ranks_matches_one_and_resumes_on_another_count(text, tm
     assert max_diff(weights(tmp_path / "resumed"), weights(tmp_path / "one")) <= WEIGHTS_ATOL
     lines = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]  # logged once, by rank 0
+    from llama_from_scratch.checkpoints.load import load_model
+
+    load_model(tmp_path / "resumed")  # FSDP's checkpoint loads in one process, like any training folder
     result, reference = json.loads(fsdp.stdout), json.loads(alone.stdout)
     assert result["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-5)
 

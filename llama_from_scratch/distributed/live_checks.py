@@ -6,7 +6,8 @@
                                 and broadcast of a 4 MB float32 tensor (the kernel's count)
     grads OUT.json              one step of DDP and of FSDP on a global batch of 8 sequences,
                                 each rank taking its 8/N: the gradients' largest difference from
-                                one process on the whole batch, the bytes sent, memory per rank
+                                one process on the whole batch, before and after clipping (and
+                                the global norm), the bytes sent, memory per rank
     tp CHECKPOINT OUT.json      a Meta checkpoint served tensor parallel: logits' largest
                                 difference from the whole model, greedy ids of both, sampled ids
                                 seen by every rank (each rank seeded differently: rank 0's win),
@@ -36,10 +37,12 @@ from llama_from_scratch.distributed.tensor_parallel_load import load_tensor_para
 from llama_from_scratch.inference.generation import generate
 from llama_from_scratch.model.config import preset
 from llama_from_scratch.model.transformer import Transformer
+from llama_from_scratch.training.clipping import clip_grad_norm
 from llama_from_scratch.training.loss import cross_entropy
 from llama_from_scratch.training.optimizer import AdamW, param_groups
 
 torch.set_num_threads(1)
+CLIP = 0.1  # below the tiny model's first gradient norm, so clipping changes the gradients
 
 
 def fresh_model() -> Transformer:
@@ -86,7 +89,9 @@ def grads(out_path: str) -> None:
     x, y = torch.randint(0, 512, (8, 32), generator=g), torch.randint(0, 512, (8, 32), generator=g)  # global batch
     reference = fresh_model()
     cross_entropy(reference(x), y).backward()  # one process on the whole batch
-    ref = {n: p.grad for n, p in reference.named_parameters()}
+    ref = {n: p.grad.clone() for n, p in reference.named_parameters()}
+    ref_norm = clip_grad_norm(reference.parameters(), CLIP).item()  # LLaMA 2 clips at 1.0; here it bites
+    ref_clipped = {n: p.grad for n, p in reference.named_parameters()}
     n_params = sum(p.numel() for p in reference.parameters())
     result: dict = {"world": world.size, "n_params": n_params}
     for parallel in (DataParallel(world), FullyShardedParallel(world)):
@@ -100,10 +105,14 @@ def grads(out_path: str) -> None:
         got = full_grads(parallel.unwrap(model))
         diff = max((got[n] - ref[n]).abs().max().item() for n in ref)
         scale = max(ref[n].abs().max().item() for n in ref)
+        norm = parallel.as_float(clip_grad_norm(model.parameters(), CLIP))  # global norm over the shards
+        clipped = full_grads(parallel.unwrap(model))
+        clipped_diff = max((clipped[n] - ref_clipped[n]).abs().max().item() for n in ref)
         optimizer.step()
         held = shard_bytes(model, optimizer)
         result[parallel.name] = {"max_grad_diff": diff, "max_grad": scale, "sent": sent.bytes,
-                                 "bytes_per_rank": held, "mean_loss": parallel.mean(loss.detach()).item()}
+                                 "bytes_per_rank": held, "mean_loss": parallel.mean(loss.detach()).item(),
+                                 "grad_norm": norm, "reference_grad_norm": ref_norm, "max_clipped_diff": clipped_diff}
     result["reference_loss"] = cross_entropy(reference(x), y).item()
     write(world, out_path, result)
     dist.destroy_process_group()
