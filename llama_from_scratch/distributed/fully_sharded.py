@@ -11,8 +11,9 @@ gradients computes the global norm (its result is a replicated DTensor).
 
 Checkpoints hold the FULL state dicts in the single-process layout (gathered to rank 0 on
 the CPU; the optimizer's states renamed to PyTorch's numbering), so they load in one process,
-in DDP, or in FSDP on any number of ranks. Not handled: mixed-precision policies, CPU offload
-of the shards, sharded (distributed-checkpoint) files.
+in DDP, or in FSDP on any number of ranks. Needs torch 2.6 or newer (where `fully_shard` became
+public; gloo runs it on CPUs). Not handled: mixed-precision policies, CPU offload of the shards,
+sharded (distributed-checkpoint) files.
 
 Chapter: scale_out.
 """

@@ -37,4 +37,12 @@ def setup(seed: int = 0, quiet: bool = False) -> None:
     folder = datafiles.data_dir()
     folder.mkdir(parents=True, exist_ok=True)
     if not quiet:
-        print(f"seed {seed}; data files from {folder}")
+        print(f"seed {seed}; data files from {data_folder_name()}")
+
+
+def data_folder_name() -> str:
+    """Where the data files are, said without an absolute path: a built page must not show the
+    build machine's folders (`python -m llama_from_scratch data list` prints the full paths)."""
+    if os.environ.get(datafiles.ENV_VAR, "").strip():
+        return f"the data folder ${datafiles.ENV_VAR} (named {datafiles.data_dir().name!r})"
+    return "the user cache (~/.cache/llama_from_scratch unless $XDG_CACHE_HOME is set)"
