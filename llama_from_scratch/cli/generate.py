@@ -75,6 +75,7 @@ def generate_text(args: argparse.Namespace, world) -> int:
     """The command on one rank (under torchrun, the ranks serve one model tensor parallel)."""
     from llama_from_scratch.inference.generation import stream
     from llama_from_scratch.inference.sampling import check_sampling
+    from llama_from_scratch.model.parameters import count_parameters
 
     if args.prompt is not None and args.prompt_ids is not None:
         raise CLIError("give --prompt or --prompt-ids, not both")
@@ -86,7 +87,7 @@ def generate_text(args: argparse.Namespace, world) -> int:
         raise CLIError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     model = load_model_for_cli(args)  # prints the memory account (stderr) before loading
     a = model.args
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = count_parameters(a)  # the whole model's, also when this rank holds a tensor-parallel slice
     print(f"loaded {args.checkpoint}: {n_params:,} parameters, dim {a.dim}, {a.n_layers} layers, "
           f"{a.n_heads} heads ({a.kv_heads} KV), context {a.max_seq_len}", file=sys.stderr)
 

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     except (dist.DistError, RuntimeError) as err:  # DDP's reducer reports a lost peer as a RuntimeError
         if not (world.is_distributed and lost_peer(err)):
             raise
-        first = " ".join(str(err).split())[:300]
+        first = peer_error_summary(err)
         print(f"error: rank {world.rank} lost the other ranks ({first}); the last checkpoint in {out} is intact: "
               "resume with --resume", file=sys.stderr)
         return 1
@@ -150,6 +150,14 @@ def lost_peer(err: BaseException) -> bool:
     text = str(err).lower()
     return isinstance(err, dist.DistError) or any(sign in text for sign in (
         "connection reset", "connection closed", "broken pipe", "timed out", "timeout", "nccl", "gloo"))
+
+
+def peer_error_summary(err: BaseException) -> str:
+    """The first sentence of a backend's error, without its source-file tag ("[.../pair.cc:537]")."""
+    import re
+
+    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", " ".join(str(err).split()))
+    return (text.split(". ")[0] or type(err).__name__)[:200]
 
 
 def parallel_for(args: argparse.Namespace, world):

@@ -12,7 +12,7 @@ the same machine with the same thread count). Several processes (torchrun) train
 rank 0 alone logs and saves, and the checkpoint does not depend on the number of ranks.
 Not handled: dropout (LLaMA has none), mixed-precision loss scaling (bfloat16 needs none).
 
-Chapter: pretraining.
+Chapter: pretraining (also shown in: scale_out).
 """
 
 from __future__ import annotations
