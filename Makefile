@@ -1,6 +1,7 @@
 # The two commands of the quick start:
 #   make book   set up .venv if needed, execute every chapter, build the HTML book (_build/html)
 #   make test   set up .venv if needed, run the unit tests, every chapter and the graded exercises
+# and, after `make book`: make browser  opens every built page in headless Chromium, offline
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ export LLAMA_DATA_DIR := $(SHARED_DATA)
 endif
 endif
 
-.PHONY: book test venv exercises clean
+.PHONY: book test venv exercises clean browser
 
 # One pip command for everything, so the pinned CPU torch is what gets installed.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -29,6 +30,12 @@ test: venv
 
 book: venv
 	$(BIN)/python -m tools.build_book
+
+# Every page of _build/html in Chromium with no network (needs `apt-get install -y chromium
+# chromium-driver`): math, images and alt text, code width, console, launch links, screenshots
+# in _build/screenshots/. One page: .venv/bin/python -m tools.browser _build/html/book/00_warmup.html
+browser: venv
+	$(BIN)/python -m pytest -m browser tests/test_browser.py
 
 # Regenerate the learner notebooks from exercises/solutions/ after editing a solution.
 exercises: venv

@@ -6,12 +6,16 @@ Jupyter Book's own execution is off: chapters run through `tools.notebooks.execu
 whose cache the tests fill first, so a CI run executes each chapter once. The book is
 built from a staging copy of the root (`_build/staged`) with the same layout, so the
 Colab and repository links point at the real paths. Sphinx warnings are errors (-W),
-and a chapter with a cell that raised stops the build.
+and a chapter with a cell that raised stops the build. The scripts the pages run (MathJax,
+the widget manager) come from npm through `tools.vendor` and are served by the build itself;
+a page that still loads a script from elsewhere stops the build.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +24,11 @@ from pathlib import Path
 
 import nbformat
 
+from tools import vendor
 from tools.notebooks import ROOT, book_notebooks, execute_notebook, toc_files
+
+# A page's <script src=...> that leaves the build (the pages must work offline).
+REMOTE_SCRIPT = re.compile(r'<script[^>]*\ssrc="(?:https?:)?//[^"]+"')
 
 
 def stage(staged: Path) -> None:
@@ -29,6 +37,7 @@ def stage(staged: Path) -> None:
     staged.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / name, staged / name)
+    vendor.install(staged / "_vendor")  # _config.yml: html_static_path
     for asset in (ROOT / "book").rglob("*"):
         if asset.is_file() and asset.suffix != ".ipynb" and ".ipynb_checkpoints" not in asset.parts:
             target = staged / asset.relative_to(ROOT)
@@ -44,6 +53,17 @@ def stage(staged: Path) -> None:
             target = staged / path.relative_to(ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(result.notebook, target)
+
+
+def remote_scripts(html: Path) -> list[str]:
+    """'page: <script src=...>' for every script a built page loads from outside the build."""
+    found = []
+    for page in sorted(html.rglob("*.html")):
+        if "_static" in page.relative_to(html).parts:
+            continue
+        for match in REMOTE_SCRIPT.finditer(page.read_text(encoding="utf-8", errors="replace")):
+            found.append(f"{page.relative_to(html)}: {match.group(0)}")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,10 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     if jb is None:
         raise SystemExit("jupyter-book is not installed: run `make book`, which installs requirements.txt")
     command = [jb, "build", str(staged), "--path-output", str(out), "--builder", "html", "-W", "-n", "--keep-going"]
-    subprocess.run(command, check=True)
+    # tools/ importable by Sphinx: _config.yml loads the extension tools.sphinx_fixes.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": path})
     index = html / "index.html"
     if not index.exists():
         raise SystemExit(f"the build finished but {index} is missing")
+    remote = remote_scripts(html)
+    if remote:
+        raise SystemExit("pages load scripts from the network (they must come from tools/vendor.py):\n  "
+                         + "\n  ".join(remote))
     print(f"book built in {time.perf_counter() - start:.0f} s: {index}")
     return 0
 
