@@ -160,22 +160,25 @@ def path(name: str, download_if_missing: bool = True) -> Path:
         local = data_dir() / name
         if local.is_file():
             return local
-        raise DataError(f"{name} is not in {data_dir()}: it is made for the book and has no download; set "
-                        f"{ENV_VAR} to the book's data folder (shared/data beside a checkout), which holds it.")
+        raise DataError(f"{name} is not in {data_dir()}: it is made for the book and has no "
+                        f"download; set {ENV_VAR} to the book's data folder (shared/data "
+                        f"beside a checkout), which holds it.")
     if name not in FILES:
-        raise DataError(f"unknown data file {name!r}; known files: {', '.join([*FILES, *BOOK_FILES])}")
+        raise DataError(f"unknown data file {name!r}; "
+                        f"known files: {', '.join([*FILES, *BOOK_FILES])}")
     entry = FILES[name]
     folder = data_dir()
     local = folder / entry.name
     if local.is_file():
         return local
     if not download_if_missing:
-        raise DataError(f"{name} is not in {folder}; set {ENV_VAR} to a folder that holds it.")
+        raise DataError(f"{name} is not in {folder}; "
+                        f"set {ENV_VAR} to a folder that holds it.")
     try:
         return download(entry.url, local, entry.sha256)
     except (urllib.error.URLError, OSError) as err:
         raise DataError(
             f"{name} is not in {folder} and could not be downloaded from {entry.url} ({err}). "
-            f"Download it by hand into {folder}, or set {ENV_VAR} to a folder that already holds "
-            f"{name} (for example the shared/data folder beside a checkout of the book)."
+            f"Download it by hand into {folder}, or set {ENV_VAR} to a folder that already "
+            f"holds {name} (for example the shared/data folder beside a checkout of the book)."
         ) from err

@@ -92,7 +92,8 @@ class DPOSettings:
 
 def dpo_loss(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor, ref_chosen: torch.Tensor,
              ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
-    """Mean over pairs of -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)); inputs `(pairs,)`."""
+    """Mean over pairs of -log sigmoid(beta * (chosen log-ratio - rejected log-ratio));
+    inputs `(pairs,)`."""
     margin = (logp_chosen - ref_chosen) - (logp_rejected - ref_rejected)
     return -F.logsigmoid(beta * margin).mean()
 

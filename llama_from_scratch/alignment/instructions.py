@@ -76,13 +76,16 @@ def encode_example(tokenizer: Tokenizer, topic: str, response: str, max_len: int
     """
     prompt = prompt_ids(tokenizer, topic)
     if not response.strip():
-        raise AlignmentError(f"the response for topic {topic!r} is empty: there is nothing to learn but "
-                             "stopping at once; leave such answers out of the training data")
+        raise AlignmentError(f"the response for topic {topic!r} is empty: there is nothing to "
+                             "learn but stopping at once; leave such answers out of the "
+                             "training data")
     if len(prompt) > max_len:  # the last prompt position predicts the answer's first token
-        raise AlignmentError(f"the prompt has {len(prompt)} tokens, more than the context of {max_len}, so "
-                             "no answer token can be learned; use a model with a longer context (max_seq_len)")
+        raise AlignmentError(f"the prompt has {len(prompt)} tokens, more than the context of "
+                             f"{max_len}, so no answer token can be learned; use a model with "
+                             "a longer context (max_seq_len)")
     answer = tokenizer.encode(response) + [tokenizer.eos_id]
-    ids = (prompt + answer)[:max_len + 1]  # inputs are ids[:-1], so max_len + 1 ids fill the context
+    # inputs are ids[:-1], so max_len + 1 ids fill the context
+    ids = (prompt + answer)[:max_len + 1]
     targets = [IGNORE_INDEX] * (len(prompt) - 1) + ids[len(prompt):]
     return Example(ids[:-1], targets)
 

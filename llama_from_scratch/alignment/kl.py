@@ -58,5 +58,6 @@ def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor, batch: AnswerBatch,
 
     logits and ref_logits: `(batch, seq, vocab)` over `batch.tokens`.
     """
-    at = position_kl(gather_positions(logits, batch.index), gather_positions(ref_logits, batch.index), stop_ids)
+    at = position_kl(gather_positions(logits, batch.index),
+                     gather_positions(ref_logits, batch.index), stop_ids)
     return (at * batch.mask.to(at.device)).sum(dim=-1)

@@ -55,14 +55,16 @@ def strength(d: float) -> str:
 
 
 def label(topic: str, a: str, b: str, generator: np.random.Generator) -> Label | None:
-    """The labeler's verdict on answers `a` and `b` to the request about `topic`; None when a == b.
+    """The labeler's verdict on answers `a` and `b` to the request about `topic`; None when
+    a == b.
 
-    `generator` is a numpy Generator (`numpy.random.default_rng(seed)`); each labelled pair takes
-    two normal draws from it, e_A then e_B.
+    `generator` is a numpy Generator (`numpy.random.default_rng(seed)`); each labelled pair
+    takes two normal draws from it, e_A then e_B.
     """
     if not isinstance(generator, np.random.Generator):
-        raise AlignmentError(f"the labeler needs a numpy Generator, e.g. numpy.random.default_rng(seed), "
-                             f"got {type(generator).__name__}")
+        raise AlignmentError("the labeler needs a numpy Generator, e.g. "
+                             "numpy.random.default_rng(seed), got "
+                             f"{type(generator).__name__}")
     if a == b:
         return None
     score_a, score_b = true_score(a, topic), true_score(b, topic)

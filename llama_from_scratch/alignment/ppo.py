@@ -43,9 +43,10 @@ def last_action(mask: torch.Tensor) -> torch.Tensor:
     return counts - 1
 
 
-def per_token_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
-                      beta: float) -> torch.Tensor:
-    """r_t `(batch, actions)`: the KL penalty at every action, `scores` `(batch,)` added at the last."""
+def per_token_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, scores: torch.Tensor,
+                      mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """r_t `(batch, actions)`: the KL penalty at every action, `scores` `(batch,)` added at the
+    last."""
     rewards = -beta * (logp - ref_logp) * mask
     rows = torch.arange(mask.shape[0], device=mask.device)
     rewards[rows, last_action(mask)] += scores.to(rewards.dtype)
@@ -55,7 +56,8 @@ def per_token_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, scores: torch.
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
         lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages and returns `(batch, actions)` each, by the backward recursion
-    A_t = delta_t + gamma * lambda * A_{t+1}; padding (mask 0) is past the end: V and A are 0 there."""
+    A_t = delta_t + gamma * lambda * A_{t+1}; padding (mask 0) is past the end: V and A are 0
+    there."""
     values = values * mask
     advantages = torch.zeros_like(rewards)
     next_value = torch.zeros_like(rewards[:, 0])
@@ -68,8 +70,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate (a scalar to minimise) and the fraction of actions clipped."""
     ratio = torch.exp(logp - old_logp)
     unclipped = ratio * advantages

@@ -86,7 +86,8 @@ def best_of_k(keys: np.ndarray, values: np.ndarray, ks: Sequence[int]) -> np.nda
     """
     keys, values = np.asarray(keys, dtype=np.float64), np.asarray(values, dtype=np.float64)
     if keys.shape != values.shape or keys.ndim != 2:
-        raise ValueError(f"need keys and values of one shape (prompts, n), got {keys.shape} and {values.shape}")
+        raise ValueError("need keys and values of one shape (prompts, n), got "
+                         f"{keys.shape} and {values.shape}")
     order = np.argsort(keys, axis=1, kind="stable")
     ranked = np.take_along_axis(values, order, axis=1)  # (prompts, n): ascending by key
     return np.array([(ranked @ pick_weights(keys.shape[1], k)).mean() for k in ks])

@@ -69,12 +69,14 @@ class RewardModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2 or lengths.shape != tokens.shape[:1]:
-            raise ValueError(f"need tokens (batch, seq) and lengths (batch,), got {tuple(tokens.shape)} and "
-                             f"{tuple(lengths.shape)}")
+            raise ValueError("need tokens (batch, seq) and lengths (batch,), got "
+                             f"{tuple(tokens.shape)} and {tuple(lengths.shape)}")
         if bool((lengths < 1).any()) or bool((lengths > tokens.shape[1]).any()):
-            raise ValueError(f"every length must be between 1 and seq={tokens.shape[1]}, got {lengths.tolist()}")
+            raise ValueError(f"every length must be between 1 and seq={tokens.shape[1]}, got "
+                             f"{lengths.tolist()}")
         h = self.body.hidden_states(tokens)  # (batch, seq, dim)
-        last = h[torch.arange(tokens.shape[0], device=h.device), lengths.to(h.device) - 1]  # (batch, dim)
+        rows = torch.arange(tokens.shape[0], device=h.device)
+        last = h[rows, lengths.to(h.device) - 1]  # (batch, dim)
         return self.head(last).squeeze(-1).float()  # (batch,)
 
 
@@ -108,15 +110,18 @@ def margins(strengths: Sequence[str], margin: str) -> torch.Tensor:
     return torch.tensor([table[s] for s in strengths], dtype=torch.float32)
 
 
-def ranking_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+def ranking_loss(chosen: torch.Tensor, rejected: torch.Tensor,
+                 margin: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over pairs of -log sigmoid(r_chosen - r_rejected - m): a float32 scalar.
 
     chosen, rejected and margin: `(pairs,)`; margin None is Bradley-Terry (m = 0). logsigmoid
     keeps it finite for large differences, where log(sigmoid(x)) would give log(0) = -inf.
     """
-    if chosen.shape != rejected.shape or chosen.dim() != 1 or (margin is not None and margin.shape != chosen.shape):
-        raise ValueError(f"need chosen, rejected (and margin) of one shape (pairs,), got {tuple(chosen.shape)}, "
-                         f"{tuple(rejected.shape)}" + ("" if margin is None else f", {tuple(margin.shape)}"))
+    if (chosen.shape != rejected.shape or chosen.dim() != 1
+            or (margin is not None and margin.shape != chosen.shape)):
+        raise ValueError("need chosen, rejected (and margin) of one shape (pairs,), got "
+                         f"{tuple(chosen.shape)}, {tuple(rejected.shape)}"
+                         + ("" if margin is None else f", {tuple(margin.shape)}"))
     diff = chosen.float() - rejected.float()  # (pairs,)
     if margin is not None:
         diff = diff - margin.to(diff.device)

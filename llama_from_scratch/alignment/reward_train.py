@@ -94,44 +94,52 @@ def encode_pairs(tokenizer: Tokenizer, pairs: Sequence[PreferencePair],
             for p in pairs]
 
 
-def train_reward(model: RewardModel, tokenizer: Tokenizer, pairs: Sequence[PreferencePair], settings: RewardSettings,
-                 progress: bool = False) -> list[dict[str, float]]:
+def train_reward(model: RewardModel, tokenizer: Tokenizer, pairs: Sequence[PreferencePair],
+                 settings: RewardSettings, progress: bool = False) -> list[dict[str, float]]:
     """Train `model` in place on training pairs; one record {"step", "lr", "loss", "accuracy",
     "grad_norm"} per step (loss and accuracy: the batch's, before the step's update)."""
     from tqdm.auto import tqdm
 
     if not pairs:
-        raise AlignmentError("there are no training pairs: sample more (--pairs) or check the skip counts")
+        raise AlignmentError("there are no training pairs: sample more (--pairs) or check the "
+                             "skip counts")
     held = [i for i, p in enumerate(pairs, start=1) if p.split != "train"]
     if held:
-        raise AlignmentError(f"pair {held[0]} is a {pairs[held[0] - 1].split} pair: held-out pairs are for "
-                             "measurement only, never for training the reward model")
+        raise AlignmentError(f"pair {held[0]} is a {pairs[held[0] - 1].split} pair: held-out "
+                             "pairs are for measurement only, never for training the reward "
+                             "model")
     encoded = encode_pairs(tokenizer, pairs, model.body.args.max_seq_len)
     extra = margins([p.strength for p in pairs], settings.margin)  # (pairs,)
-    optimizer = AdamW(param_groups(model, settings.weight_decay), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = AdamW(param_groups(model, settings.weight_decay), lr=settings.lr,
+                      weight_decay=settings.weight_decay)
     steps, warmup = settings.steps(len(pairs)), settings.warmup(len(pairs))
     batches = batch_indices(len(pairs), min(settings.batch_size, len(pairs)), settings.seed)
     device = model.head.weight.device
     model.train()
     records = []
-    bar = tqdm(range(steps), desc="reward model", unit="step", file=sys.stderr, disable=not progress)
+    bar = tqdm(range(steps), desc="reward model", unit="step", file=sys.stderr,
+               disable=not progress)
     for step in bar:
         lr = lr_at(step, settings.lr, warmup, steps, settings.final_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = next(batches)
-        tokens, lengths = pad([encoded[i][0] for i in index] + [encoded[i][1] for i in index], tokenizer.eos_id)
-        rewards = model(tokens.to(device), lengths)  # (2 * pairs,): chosen first, then rejected
+        tokens, lengths = pad([encoded[i][0] for i in index] + [encoded[i][1] for i in index],
+                              tokenizer.eos_id)
+        # (2 * pairs,): chosen first, then rejected
+        rewards = model(tokens.to(device), lengths)
         chosen, rejected = rewards[:len(index)], rewards[len(index):]
         loss = ranking_loss(chosen, rejected, extra[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(clip_grad_norm(model.parameters(), settings.clip))
         if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
-            raise AlignmentError(f"the reward model's loss became {loss.item()} at step {step + 1}; lower --lr")
+            raise AlignmentError(f"the reward model's loss became {loss.item()} at step "
+                                 f"{step + 1}; lower --lr")
         optimizer.step()
         accuracy = (chosen > rejected).float().mean().item()
-        records.append({"step": step + 1, "lr": lr, "loss": loss.item(), "accuracy": accuracy, "grad_norm": grad_norm})
+        records.append({"step": step + 1, "lr": lr, "loss": loss.item(), "accuracy": accuracy,
+                        "grad_norm": grad_norm})
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
     model.eval()
     return records

@@ -116,15 +116,20 @@ def gather_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x[rows, index.to(x.device)]
 
 
-def action_logprobs(logits: torch.Tensor, batch: AnswerBatch, stop_ids: Sequence[int]) -> torch.Tensor:
-    """log pi(a_t | x, a_<t) `(batch, actions)` float32, 0 at padding, from logits `(batch, seq, vocab)`.
+def action_logprobs(logits: torch.Tensor, batch: AnswerBatch,
+                    stop_ids: Sequence[int]) -> torch.Tensor:
+    """log pi(a_t | x, a_<t) `(batch, actions)` float32, 0 at padding, from logits
+    `(batch, seq, vocab)`.
 
     STOP's log-probability is the logsumexp over `stop_ids` (one event, module docstring).
     """
-    logp = torch.log_softmax(gather_positions(logits, batch.index).float(), dim=-1)  # (batch, actions, vocab)
+    # (batch, actions, vocab)
+    logp = torch.log_softmax(gather_positions(logits, batch.index).float(), dim=-1)
     device = logp.device
-    token = logp.gather(-1, batch.targets.to(device)[..., None]).squeeze(-1)  # (batch, actions)
-    stopping = torch.logsumexp(logp[..., list(stop_ids)], dim=-1) if stop_ids else torch.full_like(token, -torch.inf)
+    # (batch, actions)
+    token = logp.gather(-1, batch.targets.to(device)[..., None]).squeeze(-1)
+    stopping = (torch.logsumexp(logp[..., list(stop_ids)], dim=-1) if stop_ids
+                else torch.full_like(token, -torch.inf))
     out = torch.where(batch.stop.to(device), stopping, token)
     return out * batch.mask.to(device)
 

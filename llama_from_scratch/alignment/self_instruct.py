@@ -123,7 +123,8 @@ def training_topics(topics: Sequence[str] | None = None) -> tuple[str, ...]:
     return tuple(check_training_topic(t) for t in chosen)
 
 
-def relabel(story: str, topics: Sequence[str], min_mentions: int, early_words: int = 0) -> tuple[str, int] | None:
+def relabel(story: str, topics: Sequence[str], min_mentions: int,
+            early_words: int = 0) -> tuple[str, int] | None:
     """(the topic the story names most, how often) among `topics`, or None when none reaches
     `min_mentions`, or when that topic is not named within the first `early_words` words (0:
     anywhere). Ties go to the topic listed first. `topics` must already be checked."""

@@ -112,8 +112,8 @@ def batch_indices(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
         stream = stream[batch_size:]
 
 
-def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict], settings: SFTSettings,
-             progress: bool = False) -> list[dict[str, float]]:
+def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict],
+             settings: SFTSettings, progress: bool = False) -> list[dict[str, float]]:
     """Fine-tune `model` in place; one record {"step", "lr", "loss", "grad_norm"} per step.
 
     errors.TrainingStopped if the loss or the gradient stops being finite (the model then holds
@@ -124,18 +124,21 @@ def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict],
     from tqdm.auto import tqdm
 
     encoded = encode_examples(tokenizer, examples, model.args.max_seq_len)
-    optimizer = AdamW(param_groups(model, settings.weight_decay), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = AdamW(param_groups(model, settings.weight_decay), lr=settings.lr,
+                      weight_decay=settings.weight_decay)
     batches = batch_indices(len(encoded), settings.batch_size, settings.seed)
     device = model.tok_embeddings.weight.device
     model.train()
     records: list[dict] = []
     previous = None  # the weights before the latest update
-    bar = tqdm(range(settings.steps), desc="SFT", unit="step", file=sys.stderr, disable=not progress)
+    bar = tqdm(range(settings.steps), desc="SFT", unit="step", file=sys.stderr,
+               disable=not progress)
     for step in bar:
         lr = lr_at(step, settings.lr, 0, settings.steps, settings.final_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        tokens, targets = collate([encoded[i] for i in next(batches)], tokenizer.eos_id)  # (batch, longest)
+        # (batch, longest) each
+        tokens, targets = collate([encoded[i] for i in next(batches)], tokenizer.eos_id)
         tokens, targets = tokens.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = response_only_loss(model(tokens), targets)
@@ -144,7 +147,8 @@ def finetune(model: Transformer, tokenizer: Tokenizer, examples: Sequence[dict],
         stop_unless_finite(model, previous, loss.item(), grad_norm, step, records, "SFT")
         previous = copy.deepcopy(model.state_dict())
         optimizer.step()
-        records.append({"step": step + 1, "lr": lr, "loss": loss.item(), "grad_norm": grad_norm})
+        records.append({"step": step + 1, "lr": lr, "loss": loss.item(),
+                        "grad_norm": grad_norm})
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     return records

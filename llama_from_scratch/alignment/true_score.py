@@ -85,9 +85,12 @@ def score_terms(text: str, topic: str) -> dict[str, float]:
     """Every term of the true score of `text` as an answer about `topic`, and the score itself:
     {"topic", "sentiment", "repetition", "brevity", "true_score"}."""
     answer_words = words(text)
-    terms = {"topic": topic_term(answer_words, topic), "sentiment": sentiment_term(answer_words),
-             "repetition": repetition_term(answer_words), "brevity": brevity_term(answer_words)}
-    terms["true_score"] = terms["topic"] + terms["sentiment"] - 2 * terms["repetition"] - terms["brevity"]
+    terms = {"topic": topic_term(answer_words, topic),
+             "sentiment": sentiment_term(answer_words),
+             "repetition": repetition_term(answer_words),
+             "brevity": brevity_term(answer_words)}
+    terms["true_score"] = (terms["topic"] + terms["sentiment"] - 2 * terms["repetition"]
+                           - terms["brevity"])
     return terms
 
 

@@ -74,7 +74,8 @@ def check_shapes(found: Mapping[str, tuple[int, ...]], args: ModelArgs, where: s
 
 
 def put_tensor(model: Transformer, name: str, tensor: torch.Tensor,
-               device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+               device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> None:
     """Make `tensor` the parameter `name` (e.g. "layers.0.attention.wq.weight") of `model`,
     trainable (`requires_grad=True`), as `Transformer(args)` would have it.
 
@@ -84,7 +85,8 @@ def put_tensor(model: Transformer, name: str, tensor: torch.Tensor,
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name)
     tensor = tensor.to(device=device, dtype=dtype)  # a no-op when nothing changes
-    setattr(module, leaf, nn.Parameter(tensor.detach(), requires_grad=True))  # detach: a view, no copy
+    # detach: a view, no copy
+    setattr(module, leaf, nn.Parameter(tensor.detach(), requires_grad=True))
 
 
 def finish(model: Transformer, device: torch.device | str | None = None) -> Transformer:

@@ -127,18 +127,21 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
     for rank, shard in enumerate(shards[1:], start=1):
         if set(shard) != set(shards[0]):
             diff = sorted(set(shard) ^ set(shards[0]))
-            raise CheckpointError(f"{paths[rank]} and {paths[0]} hold different keys: {diff[:8]}")
+            raise CheckpointError(f"{paths[rank]} and {paths[0]} hold different keys: "
+                                  f"{diff[:8]}")
     _check_shard_count(shapes, args, directory, len(paths))
     check_shapes(shapes, args, f"{directory} ({len(paths)} shard(s))")
     model = empty_model(args)
-    bar = tqdm(total=len(shapes) * len(paths), desc="loading", unit="tensor", disable=not progress)
+    bar = tqdm(total=len(shapes) * len(paths), desc="loading", unit="tensor",
+               disable=not progress)
     if len(shards) == 1:
         for key, tensor in shards[0].items():
             if key not in IGNORED:
                 put_tensor(model, key, tensor, device, dtype)
                 bar.update()
     else:
-        merged = {k: torch.empty(s, dtype=dtype or shards[0][k].dtype, device=device) for k, s in shapes.items()}
+        merged = {k: torch.empty(s, dtype=dtype or shards[0][k].dtype, device=device)
+                  for k, s in shapes.items()}
         offsets = dict.fromkeys(shapes, 0)
         for rank in range(len(shards)):
             shard = shards[rank]
@@ -149,7 +152,8 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
                     if rank == 0:
                         merged[key].copy_(part)
                     elif not torch.equal(part.to(merged[key]), merged[key]):
-                        raise CheckpointError(f"{key} should be replicated but {paths[rank]} differs from rank 0")
+                        raise CheckpointError(f"{key} should be replicated but "
+                                              f"{paths[rank]} differs from rank 0")
                 else:
                     merged[key].narrow(dim, offsets[key], part.shape[dim]).copy_(part)
                     offsets[key] += part.shape[dim]

@@ -46,7 +46,8 @@ def merge_shards(shards: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
         if dim is None:
             for rank, shard in enumerate(shards[1:], start=1):
                 if not torch.equal(shard[key], first):
-                    raise CheckpointError(f"{key} should be the same on every shard but rank {rank} differs")
+                    raise CheckpointError(f"{key} should be the same on every shard but "
+                                          f"rank {rank} differs")
             merged[key] = first
         else:
             merged[key] = torch.cat([shard[key] for shard in shards], dim=dim)

@@ -116,7 +116,8 @@ def step_report(size: str, cluster: Cluster, gpus: int, tp: int = 1, sharded: bo
     """
     if size not in LLAMA2_PRETRAINING or LLAMA2_PRETRAINING[size].preset is None:
         released = [k for k, run in LLAMA2_PRETRAINING.items() if run.preset]
-        raise ValueError(f"no released LLaMA 2 shape {size!r}; choose one of {', '.join(released)}")
+        raise ValueError(f"no released LLaMA 2 shape {size!r}; "
+                         f"choose one of {', '.join(released)}")
     if tp < 1 or tp > cluster.gpus_per_node or gpus % tp:
         raise ValueError(f"tp={tp} must divide gpus={gpus} and fit in one node of "
                          f"{cluster.gpus_per_node} GPUs")
@@ -131,7 +132,8 @@ def step_report(size: str, cluster: Cluster, gpus: int, tp: int = 1, sharded: bo
     tp_bytes = 2 * tp_forward_bytes(args.dim, args.n_layers, args.vocab_size, group_tokens, tp,
                                     WIRE_BYTES)
     compute = compute_seconds(n_params, batch_tokens, gpus, cluster.gpu, mfu)
-    dp_s = transfer_seconds(dp_bytes, cluster, within_node=groups * tp <= cluster.gpus_per_node)
+    one_node = groups * tp <= cluster.gpus_per_node
+    dp_s = transfer_seconds(dp_bytes, cluster, within_node=one_node)
     tp_s = transfer_seconds(tp_bytes, cluster, within_node=True)
     state = adamw_bytes_per_rank(n_params // tp, groups, sharded, mixed_precision=True)
     days = training_days(n_params, tokens, gpus, cluster.gpu, mfu)

@@ -39,7 +39,8 @@ class Sent:
 
 @contextmanager
 def count_sent() -> Iterator[Sent]:
-    """`with count_sent() as sent: ...` then `sent.bytes`: what this process wrote meanwhile."""
+    """`with count_sent() as sent: ...`, then `sent.bytes`: what this process wrote
+    meanwhile."""
     sent = Sent()
     start = bytes_written()
     try:

@@ -33,10 +33,11 @@ class DataParallel(Parallel):
     def wrap(self, model: nn.Module) -> nn.Module:
         device = next(model.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's weights once
+        return DistributedDataParallel(model, device_ids=ids)  # sends rank 0's weights once
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model.module if isinstance(model, DistributedDataParallel) else model
 
-    def gradient_sync(self, model: nn.Module, last_micro_batch: bool) -> AbstractContextManager:
+    def gradient_sync(self, model: nn.Module,
+                      last_micro_batch: bool) -> AbstractContextManager:
         return nullcontext() if last_micro_batch else model.no_sync()

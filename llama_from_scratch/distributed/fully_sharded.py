@@ -46,23 +46,27 @@ class FullyShardedParallel(Parallel):
         fully_shard(model)
         return model
 
-    def gradient_sync(self, model: nn.Module, last_micro_batch: bool) -> AbstractContextManager:
+    def gradient_sync(self, model: nn.Module,
+                      last_micro_batch: bool) -> AbstractContextManager:
         return _requires_sync(model, last_micro_batch)
 
     def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The full state dict on rank 0 (an empty dict elsewhere): a collective, every rank calls it."""
+        """The full state dict on rank 0 (an empty dict elsewhere): a collective, so every
+        rank calls it."""
         return get_model_state_dict(model, options=FULL)
 
-    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    def optimizer_state(self, model: nn.Module,
+                        optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         state = get_optimizer_state_dict(model, optimizer, options=FULL)
         return indexed_optimizer_state(state) if state.get("param_groups") else state
 
-    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
-             optimizer_state: dict[str, Any]) -> None:
+    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+             model_state: dict[str, Any], optimizer_state: dict[str, Any]) -> None:
         """Every rank passes the full states (read from the file) and keeps its own shards."""
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(model, model_state, options=options)
-        set_optimizer_state_dict(model, optimizer, named_optimizer_state(optimizer_state), options=options)
+        named = named_optimizer_state(optimizer_state)
+        set_optimizer_state_dict(model, optimizer, named, options=options)
 
 
 @contextmanager

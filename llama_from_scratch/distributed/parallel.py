@@ -56,7 +56,8 @@ class Parallel:
         return model
 
     def share(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's rows of `(micro_batch, seq)` inputs and targets: `(micro_batch / ranks, seq)`."""
+        """This rank's rows of `(micro_batch, seq)` inputs and targets:
+        `(micro_batch / ranks, seq)` each."""
         rows = x.shape[0] // self.world.size
         start = self.world.rank * rows
         return x[start:start + rows], y[start:start + rows]

@@ -72,7 +72,8 @@ def timeout_s() -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ValueError(f"LLAMA_DIST_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
+        raise ValueError("LLAMA_DIST_TIMEOUT_S must be a positive number of seconds, "
+                         f"got {raw!r}")
     return value
 
 
@@ -86,7 +87,8 @@ def choose_backend(requested: str, device: torch.device) -> str:
     if requested == "nccl" and (device.type != "cuda" or not dist.is_nccl_available()):
         why = ("this PyTorch has no NCCL" if not dist.is_nccl_available() else
                "NCCL moves CUDA tensors and this run's device is the CPU")
-        print(f"note: --backend nccl asked for, but {why}; using gloo (TCP between CPU processes)", file=sys.stderr)
+        print(f"note: --backend nccl asked for, but {why}; using gloo (TCP between CPU "
+              "processes)", file=sys.stderr)
         return "gloo"
     return requested
 

@@ -40,9 +40,11 @@ def gather_last_dim(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> 
 class ColumnParallelLinear(nn.Module):
     """`(..., d_in) -> (..., d_out / N)`, or `(..., d_out)` with `gather_output`."""
 
-    def __init__(self, weight: torch.Tensor, gather_output: bool = False, group: dist.ProcessGroup | None = None):
+    def __init__(self, weight: torch.Tensor, gather_output: bool = False,
+                 group: dist.ProcessGroup | None = None):
         super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)  # (d_out / N, d_in): this rank's rows
+        # (d_out / N, d_in): this rank's rows
+        self.weight = nn.Parameter(weight, requires_grad=False)
         self.gather_output, self.group = gather_output, group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,11 +53,13 @@ class ColumnParallelLinear(nn.Module):
 
 
 class RowParallelLinear(nn.Module):
-    """`(..., d_in / N)` (this rank's slice of the input) -> `(..., d_out)`, summed over ranks."""
+    """`(..., d_in / N)` (this rank's slice of the input) -> `(..., d_out)`, summed over
+    the ranks."""
 
     def __init__(self, weight: torch.Tensor, group: dist.ProcessGroup | None = None):
         super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)  # (d_out, d_in / N): this rank's columns
+        # (d_out, d_in / N): this rank's columns
+        self.weight = nn.Parameter(weight, requires_grad=False)
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,8 @@ from llama_from_scratch.model.transformer import Transformer
 
 
 class TensorParallelTransformer(Transformer):
-    """A `Transformer` whose matrices are this rank's slices; logits `(batch, seq, vocab)` in full
-    on every rank. `agree_on` makes every rank use rank 0's sampled tokens."""
+    """A `Transformer` whose matrices are this rank's slices; logits `(batch, seq, vocab)`
+    in full on every rank. `agree_on` makes every rank use rank 0's sampled tokens."""
 
     def new_cache(self, batch: int, max_seq_len: int | None = None) -> list[KVCache]:
         """Each rank caches only its own key/value heads: n_kv_heads / N."""
@@ -67,20 +67,23 @@ def check_divides(args: ModelArgs, world: int) -> None:
 
 
 def files_for_rank(n_files: int, rank: int, world: int) -> tuple[list[int], int, int]:
-    """(the file numbers rank `rank` reads, k, part): with more ranks than files each file is cut
-    into k parts and the rank keeps `part`; otherwise k = 1 and the files are concatenated."""
+    """(the file numbers rank `rank` reads, k, part): with more ranks than files each file
+    is cut into k parts and the rank keeps `part`; otherwise k = 1 and the files are
+    concatenated."""
     if n_files % world == 0:
         per = n_files // world
         return list(range(rank * per, (rank + 1) * per)), 1, 0
     if world % n_files == 0:
         k = world // n_files
         return [rank // k], k, rank % k
-    raise CheckpointError(f"the checkpoint has {n_files} model-parallel shards and there are {world} ranks: "
-                          "a rank's part must be whole shards or an equal cut of one, so one count must divide "
-                          f"the other. Run with a divisor or a multiple of {n_files} processes")
+    raise CheckpointError(f"the checkpoint has {n_files} model-parallel shards and there are "
+                          f"{world} ranks: a rank's part must be whole shards or an equal cut "
+                          "of one, so one count must divide the other. Run with a divisor or "
+                          f"a multiple of {n_files} processes")
 
 
-def local_slice(files: list[dict[str, torch.Tensor]], key: str, k: int, part: int) -> torch.Tensor:
+def local_slice(files: list[dict[str, torch.Tensor]], key: str, k: int,
+                part: int) -> torch.Tensor:
     """This rank's slice of `key` from its memory-mapped files (a view until copied)."""
     dim = shard_dim(key)
     if dim is None:

@@ -69,8 +69,9 @@ class MemoryAccount:
     def report(self, device_bytes: int | None = None, device_name: str = "the device") -> str:
         a, name = self.args, str(self.dtype).removeprefix("torch.")
         lines = [
-            f"memory account: {self.n_params:,} parameters (dim {a.dim}, {a.n_layers} layers, "
-            f"{a.n_heads} heads, {a.kv_heads} KV heads, vocab {a.vocab_size})",
+            f"memory account: {self.n_params:,} parameters",
+            f"  shape: dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads, {a.kv_heads} KV heads, "
+            f"vocab {a.vocab_size}",
             f"  weights ({name}): {human(self.weight_bytes)} ({self.weight_bytes / 1e9:.2f} GB)",
             f"  KV cache per token: {human(self.kv_bytes_per_token)} (2 x {a.n_layers} layers x "
             f"{a.kv_heads} KV heads x {a.head_dim} x {dtype_bytes(self.dtype)} bytes)",
@@ -79,8 +80,8 @@ class MemoryAccount:
         ]
         if device_bytes is not None:
             verdict = "fits" if self.fits(device_bytes) else "does NOT fit"
-            lines.append(f"  {device_name}: {human(device_bytes)} -> {verdict} (allowing "
-                         f"{human(OVERHEAD_BYTES)} for the CUDA context and activations); "
+            lines.append(f"  {device_name}: {human(device_bytes)} -> {verdict}")
+            lines.append(f"  (allowing {human(OVERHEAD_BYTES)} for the CUDA context and activations); "
                          f"room for {self.max_tokens(device_bytes):,} tokens of KV cache")
         return "\n".join(lines)
 

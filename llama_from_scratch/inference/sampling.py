@@ -34,15 +34,16 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero all but the smallest set of most likely tokens with total probability >= p; renormalise.
+    """Zero all but the smallest set of most likely tokens of total probability >= p; rescale.
 
     probs: `(batch, vocab)`. A token is kept when the tokens more likely than it sum to
     at most p, so the most likely token is always kept.
     """
     sorted_probs, order = probs.sort(dim=-1, descending=True)  # (batch, vocab) each
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (batch, vocab): mass of more likely tokens
+    # (batch, vocab): the mass of the tokens more likely than each one
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs
     sorted_probs = sorted_probs.masked_fill(before > p, 0.0)  # (batch, vocab)
-    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # (batch, vocab), original order
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # (batch, vocab) unsorted
     return kept / kept.sum(dim=-1, keepdim=True)  # (batch, vocab)
 
 

@@ -38,18 +38,23 @@ class KVCache:
     def __init__(self, batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         shape = (batch, n_kv_heads, max_seq_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (batch, kv_heads, max_seq, head_dim)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)  # (batch, kv_heads, max_seq, head_dim)
+        # (batch, kv_heads, max_seq, head_dim) each
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
 
-    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v `(batch, kv_heads, seq, head_dim)` at positions start_pos..; return all so far."""
+    def update(self, start_pos: int, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v `(batch, kv_heads, seq, head_dim)` at positions start_pos..;
+        return all so far."""
         end = start_pos + k.shape[2]
         if end > self.k.shape[2]:
-            raise ValueError(f"KV cache holds {self.k.shape[2]} positions; cannot write up to {end}")
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions; "
+                             f"cannot write up to {end}")
         batch = k.shape[0]
         self.k[:batch, :, start_pos:end] = k
         self.v[:batch, :, start_pos:end] = v
-        return self.k[:batch, :, :end], self.v[:batch, :, :end]  # (batch, kv_heads, end, head_dim) each
+        # (batch, kv_heads, end, head_dim) each
+        return self.k[:batch, :, :end], self.v[:batch, :, :end]
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -60,7 +65,8 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     if n_rep == 1:
         return x
     b, kv_heads, seq, head_dim = x.shape
-    x = x[:, :, None, :, :].expand(b, kv_heads, n_rep, seq, head_dim)  # (b, kv_heads, n_rep, seq, hd)
+    # (b, kv_heads, n_rep, seq, hd): a view, no copy yet
+    x = x[:, :, None, :, :].expand(b, kv_heads, n_rep, seq, head_dim)
     return x.reshape(b, kv_heads * n_rep, seq, head_dim)  # (b, heads, seq, hd)
 
 
@@ -68,19 +74,22 @@ def attend_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     """softmax(q k^T / sqrt(head_dim) + causal mask) v, written out.
 
     q: `(batch, heads, q_len, head_dim)`; k, v: `(batch, kv_heads, kv_len, head_dim)`, where
-    the queries are the last q_len of the kv_len positions. Returns `(batch, heads, q_len, head_dim)`.
+    the queries are the last q_len of the kv_len positions.
+    Returns `(batch, heads, q_len, head_dim)`.
     """
     n_rep = q.shape[1] // k.shape[1]
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (batch, heads, kv_len, head_dim) each
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (batch, heads, q_len, kv_len)
-    mask = causal_mask(q.shape[2], k.shape[2], device=q.device)  # (q_len, kv_len), True = may attend
+    # (q_len, kv_len), True = may attend
+    mask = causal_mask(q.shape[2], k.shape[2], device=q.device)
     scores = scores.masked_fill(~mask, float("-inf"))  # (batch, heads, q_len, kv_len)
     probs = softmax(scores.float(), dim=-1).type_as(q)  # (batch, heads, q_len, kv_len)
     return probs @ v  # (batch, heads, q_len, head_dim)
 
 
 def attend_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The same as `attend_explicit` through PyTorch's fused kernel, without copying the cache."""
+    """The same as `attend_explicit` through PyTorch's fused kernel, without copying
+    the cache."""
     b, n_heads, q_len, head_dim = q.shape
     n_kv_heads, kv_len = k.shape[1], k.shape[2]
     n_rep = n_heads // n_kv_heads
@@ -90,15 +99,16 @@ def attend_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
         q = q.view(b, n_kv_heads, n_rep, head_dim)  # (b, kv_heads, n_rep, head_dim)
         out = F.scaled_dot_product_attention(q, k, v)  # (b, kv_heads, n_rep, head_dim)
         return out.view(b, n_heads, 1, head_dim)  # (b, heads, 1, head_dim)
-    if q_len == kv_len and SDPA_HAS_GQA and n_rep > 1:  # no cache: the plain lower-triangular mask;
+    if q_len == kv_len and SDPA_HAS_GQA and n_rep > 1:  # no cache: the plain triangle;
         # the kernel itself lets each key/value head serve its n_rep query heads (no copies)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (b, heads, q_len, hd)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                              enable_gqa=True)  # (b, heads, q_len, hd)
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (b, heads, kv_len, head_dim) each
     if q_len == kv_len:  # no cache: the plain lower-triangular mask
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (b, heads, q_len, head_dim)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (b, heads, q_len, hd)
     # is_causal aligns the triangle top-left; with a cache the queries are the *last* rows.
     mask = causal_mask(q_len, kv_len, device=q.device)  # (q_len, kv_len)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, q_len, head_dim)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, q_len, hd)
 
 
 class Attention(nn.Module):
@@ -117,17 +127,20 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 start_pos: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        """x holds positions start_pos .. start_pos + seq - 1; cos, sin `(seq, head_dim // 2)` for them."""
+        """x holds positions start_pos .. start_pos + seq - 1;
+        cos, sin `(seq, head_dim // 2)` for them."""
         b, seq, _ = x.shape
-        q = self.wq(x).view(b, seq, self.n_heads, self.head_dim).transpose(1, 2)  # (b, heads, seq, hd)
-        k = self.wk(x).view(b, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv_heads, seq, hd)
-        v = self.wv(x).view(b, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv_heads, seq, hd)
-        q, k = apply_rope_complex(q, cos, sin), apply_rope_complex(k, cos, sin)  # positions enter here only
+        hd, kv_heads = self.head_dim, self.n_kv_heads
+        q = self.wq(x).view(b, seq, self.n_heads, hd).transpose(1, 2)  # (b, heads, seq, hd)
+        k = self.wk(x).view(b, seq, kv_heads, hd).transpose(1, 2)  # (b, kv_heads, seq, hd)
+        v = self.wv(x).view(b, seq, kv_heads, hd).transpose(1, 2)  # (b, kv_heads, seq, hd)
+        # positions enter here, and only here
+        q, k = apply_rope_complex(q, cos, sin), apply_rope_complex(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(start_pos, k, v)  # (b, kv_heads, start_pos + seq, head_dim) each
+            k, v = cache.update(start_pos, k, v)  # (b, kv_heads, start_pos + seq, hd) each
         elif start_pos != 0:
             raise ValueError("start_pos > 0 needs a KV cache holding the earlier positions")
         attend = attend_sdpa if self.use_sdpa else attend_explicit
         out = attend(q, k, v)  # (b, heads, seq, head_dim)
-        out = out.transpose(1, 2).reshape(b, seq, self.n_heads * self.head_dim)  # (b, seq, dim)
+        out = out.transpose(1, 2).reshape(b, seq, self.n_heads * hd)  # (b, seq, dim)
         return self.wo(out)  # (b, seq, dim)

@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def llama_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None = None) -> int:
+def llama_hidden_dim(dim: int, multiple_of: int,
+                     ffn_dim_multiplier: float | None = None) -> int:
     """Meta's hidden-size rule (llama/model.py, FeedForward.__init__).
 
     7B: dim 4096 -> 11008; 13B: 5120 -> 13824; 70B: 8192 (x1.3, multiple_of 4096) -> 28672.

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 
-def causal_mask(q_len: int, kv_len: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+def causal_mask(q_len: int, kv_len: int | None = None,
+                device: torch.device | str | None = None) -> torch.Tensor:
     """Boolean mask `(q_len, kv_len)`: True where query i may attend to key j.
 
     `kv_len` defaults to `q_len` (no cache). Requires `kv_len >= q_len >= 0`.
@@ -26,6 +27,7 @@ def causal_mask(q_len: int, kv_len: int | None = None, device: torch.device | st
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Turn a boolean mask into the additive form scores use: 0 where allowed, -inf elsewhere."""
+    """Turn a boolean mask into the additive form scores use: 0 where allowed, -inf
+    elsewhere."""
     out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return out.masked_fill(~mask, float("-inf"))

@@ -36,7 +36,8 @@ def count_parameters(args: ModelArgs) -> int:
 
 
 def parameter_breakdown(args: ModelArgs) -> dict[str, int]:
-    """Parameters per component (embedding, attention, feed-forward, norms, output), summed over layers."""
+    """Parameters per component (embedding, attention, feed-forward, norms, output), summed
+    over layers."""
     model = empty_model(args)
     parts = {"tok_embeddings": 0, "attention": 0, "feed_forward": 0, "norms": 0, "output": 0}
     for name, p in model.named_parameters():  # a tied output.weight is not listed again

@@ -26,7 +26,8 @@ import torch
 
 def inverse_frequencies(head_dim: int, theta: float = 10000.0,
                         device: torch.device | str | None = None) -> torch.Tensor:
-    """theta_i = 1 / theta ** (2i / head_dim) for i = 0 .. head_dim/2 - 1: `(head_dim // 2,)` float32.
+    """theta_i = 1 / theta ** (2i / head_dim) for i = 0 .. head_dim/2 - 1:
+    `(head_dim // 2,)` float32.
 
     The one definition: the model's cos/sin tables and the `rope.freqs` that Meta's files
     hold both come from here. Written exactly as Meta's precompute_freqs_cis computes it
@@ -37,8 +38,10 @@ def inverse_frequencies(head_dim: int, theta: float = 10000.0,
 
 
 def precompute_freqs(head_dim: int, max_seq_len: int, theta: float = 10000.0,
-                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of every rotation angle: two `(max_seq_len, head_dim // 2)` float32 tensors."""
+                     device: torch.device | str | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every rotation angle: two `(max_seq_len, head_dim // 2)` float32
+    tensors."""
     inv_freq = inverse_frequencies(head_dim, theta, device)  # (head_dim/2,)
     positions = torch.arange(max_seq_len, device=device).float()  # (max_seq_len,)
     angles = torch.outer(positions, inv_freq)  # (max_seq_len, head_dim/2): m * theta_i
@@ -46,13 +49,15 @@ def precompute_freqs(head_dim: int, max_seq_len: int, theta: float = 10000.0,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Meta's convention: rotate adjacent pairs (x[2i], x[2i+1]), written out as 2-D rotations.
+    """Meta's convention: rotate adjacent pairs (x[2i], x[2i+1]), written out as 2-D
+    rotations.
 
-    x: `(batch, heads, seq, head_dim)`; cos, sin: `(seq, head_dim // 2)` for the positions of x.
+    x: `(batch, heads, seq, head_dim)`; cos, sin: `(seq, head_dim // 2)` for the positions
+    of x.
     """
     x32 = x.float().unflatten(-1, (-1, 2))  # (batch, heads, seq, head_dim/2, 2)
     x0, x1 = x32[..., 0], x32[..., 1]  # (batch, heads, seq, head_dim/2) each
-    out = torch.stack([x0 * cos - x1 * sin,   # the 2-D rotation of each pair
+    out = torch.stack([x0 * cos - x1 * sin,  # the 2-D rotation of each pair
                        x0 * sin + x1 * cos], dim=-1)  # (batch, heads, seq, head_dim/2, 2)
     return out.flatten(-2).type_as(x)  # (batch, heads, seq, head_dim)
 
@@ -64,8 +69,9 @@ def apply_rope_complex(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
     One complex multiply instead of six real operations on strided halves: about 5x faster
     forward + backward on a CPU, and the same bits. Same shapes as `apply_rope`.
     """
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (batch, heads, seq, head_dim/2)
-    rotated = pairs * torch.complex(cos, sin)  # (batch, heads, seq, head_dim/2): rotate by m * theta_j
+    # (batch, heads, seq, head_dim/2) complex
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    rotated = pairs * torch.complex(cos, sin)  # rotate each pair by m * theta_j
     return torch.view_as_real(rotated).flatten(-2).type_as(x)  # (batch, heads, seq, head_dim)
 
 
@@ -75,7 +81,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x2, x1], dim=-1)  # (..., head_dim)
 
 
-def apply_rope_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope_rotate_half(x: torch.Tensor, cos: torch.Tensor,
+                           sin: torch.Tensor) -> torch.Tensor:
     """Hugging Face's convention: rotate the pairs (x[i], x[i + head_dim/2]).
 
     Same shapes as `apply_rope`.

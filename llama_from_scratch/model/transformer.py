@@ -43,8 +43,9 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 start_pos: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, cache)  # (b, seq, dim)
-        return h + self.feed_forward(self.ffn_norm(h))  # (b, seq, dim)
+        # x, h and the result: (batch, seq, dim)
+        h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, cache)
+        return h + self.feed_forward(self.ffn_norm(h))
 
 
 class Transformer(nn.Module):
@@ -138,7 +139,7 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, start_pos: int = 0,
                 cache: list[KVCache] | None = None, last_only: bool = False) -> torch.Tensor:
-        """tokens hold positions start_pos ..; with `cache` (from `new_cache`) earlier ones are remembered.
+        """tokens hold positions start_pos ..; `cache` (see `new_cache`) keeps earlier ones.
 
         `last_only=True` returns only the last position's logits `(b, 1, vocab_size)`: all that
         generation needs, and it skips the large output matmul for every other position.

@@ -5,6 +5,10 @@ Chapter: warmup.
 
 from __future__ import annotations
 
+import base64
+import html
+import io
+
 import matplotlib as mpl
 
 # Colour-blind-safe (Okabe-Ito), in the order lines are drawn.
@@ -31,3 +35,20 @@ def use_book_style() -> None:
         "legend.frameon": False,
         "image.cmap": "viridis",
     })
+
+
+def show_figure(fig, alt: str) -> None:
+    """Display `fig` as a PNG that carries `alt` as its alt text, then close it.
+
+    For figures drawn inside a widget (ipywidgets' outputs have no cell metadata, so the
+    book's alt text cannot reach them another way); the image scales to the page's width.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    display(HTML(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" '
+                 'style="max-width:100%">'))

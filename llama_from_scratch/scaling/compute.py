@@ -133,25 +133,29 @@ def lifetime_flops(params: float, train_tokens: float, inference_tokens: float) 
     return 6.0 * params * train_tokens + 2.0 * params * inference_tokens
 
 
-def smallest_for_loss(law: Law, loss: float, inference_tokens: float = 0.0) -> tuple[float, float]:
+def smallest_for_loss(law: Law, loss: float,
+                      inference_tokens: float = 0.0) -> tuple[float, float]:
     """(N, D) reaching `loss` under `law` with the fewest lifetime FLOPs (`lifetime_flops`).
 
-    Every (N, D) on the iso-loss curve splits the reducible loss r = loss - E into a share s from
-    the size term, A / N^alpha = s r, and 1 - s from the data term, B / D^beta = (1 - s) r. The
-    search runs over logit(s) (`golden_minimum`), in logs throughout: as serving grows the optimum
-    crowds towards s = 1 (the smallest N that can reach the loss at all, with D without bound).
-    With no inference the optimum is the compute-optimal model for the budget that reaches `loss`.
+    Every (N, D) on the iso-loss curve splits the reducible loss r = loss - E into a share s
+    from the size term, A / N^alpha = s r, and 1 - s from the data term,
+    B / D^beta = (1 - s) r. The search runs over logit(s) (`golden_minimum`), in logs
+    throughout: as serving grows the optimum crowds towards s = 1 (the smallest N that can
+    reach the loss at all, with D without bound). With no inference the optimum is the
+    compute-optimal model for the budget that reaches `loss`.
     """
     if not math.isfinite(loss) or loss <= law.E:
-        raise ScalingError(f"loss {loss} is not above law {law.name or '?'}'s irreducible loss "
-                           f"E = {law.E}: no finite model reaches it; ask for a loss above E")
+        raise ScalingError(f"loss {loss} is not above law {law.name or '?'}'s irreducible "
+                           f"loss E = {law.E}: no finite model reaches it; ask for a loss "
+                           "above E")
     lifetime_flops(1.0, 1.0, inference_tokens)  # validates inference_tokens
     log_r = math.log(loss - law.E)
 
     def log_sizes(t: float) -> tuple[float, float]:
         log_s = -math.log1p(math.exp(-t)) if t > 0 else t - math.log1p(math.exp(t))
         log_1ms = log_s - t  # log(1 - s) = log s - logit(s), without cancellation
-        return (math.log(law.A) - log_s - log_r) / law.alpha, (math.log(law.B) - log_1ms - log_r) / law.beta
+        return ((math.log(law.A) - log_s - log_r) / law.alpha,
+                (math.log(law.B) - log_1ms - log_r) / law.beta)
 
     def log_cost(t: float) -> float:
         log_n, log_d = log_sizes(t)

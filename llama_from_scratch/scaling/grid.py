@@ -94,7 +94,8 @@ def plan(budgets: tuple[float, ...] | list[float], per_budget: int = 6,
     Raises ScalingError when a budget leaves fewer than 3 sizes with at least MIN_STEPS steps.
     """
     if per_budget < 3:
-        raise ScalingError(f"per_budget must be at least 3 (a parabola needs 3 points), got {per_budget}")
+        raise ScalingError("per_budget must be at least 3 (a parabola needs 3 points), got "
+                           f"{per_budget}")
     sizes = [(rung_args(r), non_embedding_params(rung_args(r))) for r in ladder]
     runs = []
     for budget in sorted(budgets):
@@ -107,9 +108,11 @@ def plan(budgets: tuple[float, ...] | list[float], per_budget: int = 6,
             if steps >= MIN_STEPS:
                 chosen.append(PlannedRun(budget, args, n, steps))
         if len(chosen) < 3:
-            need = 6 * sizes[2][1] * MIN_STEPS * BATCH_SIZE * SEQ_LEN  # the third rung's shortest run
-            raise ScalingError(f"budget {budget:.3g} FLOPs is too small for this grid: fewer than 3 model "
-                               f"sizes get {MIN_STEPS} steps of {BATCH_SIZE * SEQ_LEN} tokens; use budgets of "
-                               f"at least about {need:.1g} FLOPs")
+            # the third rung's shortest run
+            need = 6 * sizes[2][1] * MIN_STEPS * BATCH_SIZE * SEQ_LEN
+            raise ScalingError(f"budget {budget:.3g} FLOPs is too small for this grid: fewer "
+                               f"than 3 model sizes get {MIN_STEPS} steps of "
+                               f"{BATCH_SIZE * SEQ_LEN} tokens; use budgets of at least about "
+                               f"{need:.1g} FLOPs")
         runs += chosen
     return runs

@@ -30,16 +30,18 @@ def _frontier(flops: list[float], params: list[float]) -> dict[str, float]:
 
 
 def approach2(records: Sequence[dict]) -> dict:
-    """IsoFLOP parabolas. Runs are grouped by budget (`records.group_by_budget`: their "budget", else
-    clusters of nearby FLOPs); each group gets L = c2 (ln N)^2 + c1 ln N + c0 by
-    `numpy.polyfit` on all its runs (seeds are not averaged), minimum at ln N_opt = -c1 / (2 c2).
+    """IsoFLOP parabolas. Runs are grouped by budget (`records.group_by_budget`: their
+    "budget", else clusters of nearby FLOPs); each group gets L = c2 (ln N)^2 + c1 ln N + c0
+    by `numpy.polyfit` on all its runs (seeds are not averaged), minimum at
+    ln N_opt = -c1 / (2 c2).
 
     Returns {"a", "b", "n_coefficient", "d_coefficient", "minima"}: N_opt = n_coefficient C^a,
     D_opt = d_coefficient C^b, and per budget {"flops": C (the nominal budget, or the group's
     geometric-mean FLOPs), "params": N_opt, "tokens": D_opt, "loss": the parabola's minimum,
-    "parabola": [c2, c1, c0], "extrapolated": whether N_opt lies outside the sizes trained}. An
-    extrapolated minimum is left out of the regression (a parabola's vertex beyond its points is
-    a guess: the budget's sizes did not bracket the optimum; add sizes on that side).
+    "parabola": [c2, c1, c0], "extrapolated": whether N_opt lies outside the sizes trained}.
+    An extrapolated minimum is left out of the regression (a parabola's vertex beyond its
+    points is a guess: the budget's sizes did not bracket the optimum; add sizes on that
+    side).
     ScalingError: fewer than 2 budgets, a budget with fewer than 3 sizes, a parabola that opens
     downwards (no minimum; a noisy or too narrow range of sizes), fewer than 2 budgets whose
     minimum lies inside the sizes trained."""
@@ -52,14 +54,15 @@ def approach2(records: Sequence[dict]) -> dict:
     for budget, group in groups.items():
         log_n = np.log([r["params"] for r in group])
         if np.unique(log_n).size < 3:
-            raise ScalingError(f"budget {budget:.3g} FLOPs has {np.unique(log_n).size} model sizes: a "
-                               f"parabola needs at least 3")
+            raise ScalingError(f"budget {budget:.3g} FLOPs has {np.unique(log_n).size} model "
+                               f"sizes: a parabola needs at least 3")
         parabola = np.polyfit(log_n, [r["loss"] for r in group], 2)
         c2, c1, _ = parabola
         if not c2 > 0:
-            raise ScalingError(f"budget {budget:.3g} FLOPs: the parabola of loss in log N opens downwards "
-                               f"(curvature {c2:.3g}), so it has no minimum; train sizes on both sides "
-                               f"of the best one, or check the runs for noise")
+            raise ScalingError(f"budget {budget:.3g} FLOPs: the parabola of loss in log N "
+                               f"opens downwards (curvature {c2:.3g}), so it has no minimum; "
+                               f"train sizes on both sides of the best one, or check the runs "
+                               f"for noise")
         log_opt = -c1 / (2 * c2)
         n_opt = math.exp(log_opt)
         minima.append({"flops": budget, "params": n_opt, "tokens": budget / (6 * n_opt),
@@ -68,8 +71,9 @@ def approach2(records: Sequence[dict]) -> dict:
                        "extrapolated": not log_n.min() <= log_opt <= log_n.max()})
     used = [m for m in minima if not m["extrapolated"]]
     if len(used) < 2:
-        raise ScalingError(f"approach 2: only {len(used)} of {len(minima)} budgets have their parabola's "
-                           f"minimum inside the sizes they trained; add sizes on the side of the minimum")
+        raise ScalingError(f"approach 2: only {len(used)} of {len(minima)} budgets have their "
+                           f"parabola's minimum inside the sizes they trained; add sizes on "
+                           f"the side of the minimum")
     fit = _frontier([m["flops"] for m in used], [m["params"] for m in used])
     return {**fit, "minima": minima}
 
@@ -94,20 +98,22 @@ def approach1(records: Sequence[dict], n_points: int = 40, interior: bool = True
     C = 6 N tokens_seen; a run without one contributes its final point only) is interpolated
     linearly in ln C; at each of `n_points` log-spaced C between the smallest and largest curve
     FLOPs, the run lowest there among those whose curve covers C (no extrapolation) gives
-    N_opt(C). Runs with the same size (seeds, horizons) compete like different sizes. Without any
-    curves this reduces to the best final run per budget group, placed at the nominal budget.
+    N_opt(C). Runs with the same size (seeds, horizons) compete like different sizes. Without
+    any curves this reduces to the best final run per budget group, placed at the nominal
+    budget.
 
-    With `interior`, points won by the smallest or the largest size of the sweep are left out of
-    the regression (the optimum may lie beyond them: they pin N_opt to the edge and flatten a);
-    they are kept in the envelope with "edge": True.
+    With `interior`, points won by the smallest or the largest size of the sweep are left out
+    of the regression (the optimum may lie beyond them: they pin N_opt to the edge and flatten
+    a); they are kept in the envelope with "edge": True.
     Returns {"a", "b", "n_coefficient", "d_coefficient", "envelope": [{"flops", "params",
     "tokens", "loss", "edge"}...]} with N_opt = n_coefficient C^a, D_opt = d_coefficient C^b.
 
-    Known bias: an intermediate point of a run whose cosine schedule is set for a longer horizon
-    is pessimistic (the learning rate has not decayed yet), so the envelope favours runs near
-    their end; Chinchilla trained each size to several horizons for that reason. A sweep with one
-    horizon per size biases N_opt towards sizes whose final points sit at that C.
-    ScalingError: fewer than 2 envelope points to regress (add sizes, curves, or interior=False)."""
+    Known bias: an intermediate point of a run whose cosine schedule is set for a longer
+    horizon is pessimistic (the learning rate has not decayed yet), so the envelope favours
+    runs near their end; Chinchilla trained each size to several horizons for that reason. A
+    sweep with one horizon per size biases N_opt towards sizes whose final points sit at that
+    C. ScalingError: fewer than 2 envelope points to regress (add sizes, curves, or
+    interior=False)."""
     check_records(records, 2, "approach 1 (the envelope of the runs' curves)")
     if n_points < 2:
         raise ScalingError(f"n_points must be at least 2, got {n_points}")
@@ -120,8 +126,8 @@ def approach1(records: Sequence[dict], n_points: int = 40, interior: bool = True
         low = min(c[0][0] for _, c in spans)
         high = max(c[0][-1] for _, c in spans)
         for log_c in np.linspace(low, high, n_points):
-            best = min(((float(np.interp(log_c, *c)), i) for i, c in spans if c[0][0] <= log_c <= c[0][-1]),
-                       default=None)
+            best = min(((float(np.interp(log_c, *c)), i) for i, c in spans
+                        if c[0][0] <= log_c <= c[0][-1]), default=None)
             if best is not None:
                 candidates.append((math.exp(log_c), float(sizes[best[1]]), best[0]))
     ends = [r for r, c in zip(records, curves) if c[0].size == 1]
@@ -132,7 +138,8 @@ def approach1(records: Sequence[dict], n_points: int = 40, interior: bool = True
                  "edge": n in (smallest, largest)} for c, n, loss in sorted(candidates)]
     used = [e for e in envelope if not (interior and e["edge"])]
     if len(used) < 2:
-        raise ScalingError(f"approach 1 has {len(used)} envelope points away from the smallest and "
-                           f"largest sizes: add sizes around the optimum, curves, or pass interior=False")
+        raise ScalingError(f"approach 1 has {len(used)} envelope points away from the "
+                           f"smallest and largest sizes: add sizes around the optimum, "
+                           f"curves, or pass interior=False")
     fit = _frontier([e["flops"] for e in used], [e["params"] for e in used])
     return {**fit, "envelope": envelope}

@@ -99,7 +99,8 @@ def compute_optimal(law: Law, flops) -> tuple[float, float]:
 
     Setting dL/dN = 0 along D = C / (6N) gives alpha A / N^alpha = beta B / D^beta, hence
     G = (alpha A / (beta B))^(1 / (alpha + beta)), N_opt = G (C/6)^(beta / (alpha + beta)) and
-    D_opt = (C/6)^(alpha / (alpha + beta)) / G (Hoffmann et al. 2022, eq. 4). E does not move it.
+    D_opt = (C/6)^(alpha / (alpha + beta)) / G (Hoffmann et al. 2022, eq. 4). E does not move
+    it.
     `flops` may be a float (floats back) or a numpy array (arrays of its shape back).
     """
     c6 = _check_flops(flops) / 6.0

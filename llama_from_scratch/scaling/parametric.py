@@ -84,7 +84,8 @@ def _lbfgs(start: torch.Tensor, objective) -> torch.Tensor:
     return theta.detach()
 
 
-def fit_parametric(records: Sequence[dict], delta: float = DELTA, starts: int = 20) -> dict[str, float]:
+def fit_parametric(records: Sequence[dict], delta: float = DELTA,
+                   starts: int = 20) -> dict[str, float]:
     """Approach 3 on `records` (see the module docstring): returns E, A, B, alpha, beta and
     "objective" (the Huber sum at the fit), all floats. Needs at least 6 runs (5 numbers are
     fitted) with at least 2 different sizes and 2 different token counts (ScalingError)."""
@@ -93,8 +94,9 @@ def fit_parametric(records: Sequence[dict], delta: float = DELTA, starts: int = 
         raise ScalingError(f"starts must be at least 1, got {starts}")
     for field in ("params", "tokens"):
         if len({r[field] for r in records}) < 2:
-            raise ScalingError(f'approach 3 needs runs with at least 2 different "{field}" values: '
-                               f"with one, its exponent cannot be told apart from the constant")
+            raise ScalingError(f'approach 3 needs runs with at least 2 different "{field}" '
+                               "values: with one, its exponent cannot be told apart from the "
+                               "constant")
     log_n, log_d, log_loss = (_logs(records, field) for field in ("params", "tokens", "loss"))
 
     def objective(theta: torch.Tensor) -> torch.Tensor:

@@ -76,8 +76,9 @@ def _best_per(keys: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def kaplan_fits(records: Sequence[dict]) -> dict[str, PowerLaw]:
-    """Power laws "N", "D" and "C" for L(N), L(D) and L(C) on the frontiers described in the module
-    docstring. Each needs at least 2 distinct sizes, token counts or budgets (ScalingError)."""
+    """Power laws "N", "D" and "C" for L(N), L(D) and L(C) on the frontiers described in the
+    module docstring. Each needs at least 2 distinct sizes, token counts or budgets
+    (ScalingError)."""
     check_records(records, 2, "a power law (2 numbers)")
     params = np.array([r["params"] for r in records], dtype=np.float64)
     tokens = np.array([r["tokens"] for r in records], dtype=np.float64)
@@ -85,15 +86,18 @@ def kaplan_fits(records: Sequence[dict]) -> dict[str, PowerLaw]:
     fits = {}
     sizes, best = _best_per(params, losses)
     if sizes.size < 2:
-        raise ScalingError(f"L(N) needs at least 2 model sizes, got one ({sizes[0]:g} parameters)")
+        raise ScalingError("L(N) needs at least 2 model sizes, got one "
+                           f"({sizes[0]:g} parameters)")
     fits["N"] = fit_power_law(sizes, best)
     counts = np.unique(tokens)
     if counts.size < 2:
-        raise ScalingError(f"L(D) needs at least 2 different token counts, got one ({counts[0]:g})")
+        raise ScalingError("L(D) needs at least 2 different token counts, got one "
+                           f"({counts[0]:g})")
     envelope = [losses[tokens <= d].min() for d in counts]
     fits["D"] = fit_power_law(counts, envelope)
     groups = group_by_budget(records)
     if len(groups) < 2:
         raise ScalingError(f"L(C) needs at least 2 compute budgets, got {len(groups)}")
-    fits["C"] = fit_power_law(list(groups), [min(r["loss"] for r in group) for group in groups.values()])
+    fits["C"] = fit_power_law(list(groups),
+                              [min(r["loss"] for r in group) for group in groups.values()])
     return fits

@@ -120,15 +120,16 @@ def sweep_tokens(text_path: Path, out: Path) -> Any:
     return tokens
 
 
-def run_sweep(text_path: str | Path, out: str | Path, budgets: tuple[float, ...], seed: int = 0,
-              resume: bool = False, progress: bool = True, per_budget: int = 6,
+def run_sweep(text_path: str | Path, out: str | Path, budgets: tuple[float, ...],
+              seed: int = 0, resume: bool = False, progress: bool = True, per_budget: int = 6,
               on_record: Callable[[dict[str, Any]], None] | None = None,
               step_progress: bool = False) -> list[dict[str, Any]]:
-    """Run (or, with `resume`, finish) the IsoFLOP sweep of `budgets` on `text_path` into `out`.
+    """Run (or, with `resume`, finish) the IsoFLOP sweep of `budgets` on `text_path` into
+    `out`.
 
-    `progress` shows one bar over the sweep's FLOPs (updated once a run); `step_progress` adds a
-    bar per run over its steps (the command line's choice: in a notebook, thousands of widget
-    updates slow the page).
+    `progress` shows one bar over the sweep's FLOPs (updated once a run); `step_progress` adds
+    a bar per run over its steps (the command line's choice: in a notebook, thousands of
+    widget updates slow the page).
 
     Returns every record in `out/runs.json`. Raises ScalingError for a budget too small for the
     grid, an `out` that already holds a sweep (without `resume`) or a different one (with it).
@@ -138,9 +139,11 @@ def run_sweep(text_path: str | Path, out: str | Path, budgets: tuple[float, ...]
     text_path, out = Path(text_path), Path(out)
     runs = plan(budgets, per_budget)
     if not text_path.is_file():
-        raise ScalingError(f"--data {text_path}: no such file; give a UTF-8 text file to train on")
+        raise ScalingError(f"--data {text_path}: no such file; give a UTF-8 text file to "
+                           "train on")
     if (out / "sweep.json").exists() and not resume:
-        raise ScalingError(f"{out} already holds a sweep; pass --resume to finish it, or choose a new --out")
+        raise ScalingError(f"{out} already holds a sweep; pass --resume to finish it, or "
+                           "choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     try:
         tokens = sweep_tokens(text_path, out)
@@ -151,14 +154,16 @@ def run_sweep(text_path: str | Path, out: str | Path, budgets: tuple[float, ...]
         saved = json.loads((out / "sweep.json").read_text())
         changed = sorted(k for k in identity if saved.get(k) != identity[k])
         if changed:
-            raise ScalingError(f"--resume: {out} holds a different sweep ({', '.join(changed)} differ); "
-                               "rerun with its settings or choose a new --out")
+            raise ScalingError(f"--resume: {out} holds a different sweep "
+                               f"({', '.join(changed)} differ); rerun with its settings or "
+                               "choose a new --out")
     else:
-        atomic_write(out / "sweep.json", lambda f: f.write((json.dumps(identity, indent=1) + "\n").encode()))
+        text = json.dumps(identity, indent=1) + "\n"
+        atomic_write(out / "sweep.json", lambda f: f.write(text.encode()))
     records = read_runs(out)
     done = {run_key(r) for r in records}
-    bar = tqdm(total=sum(r.flops for r in runs), unit="FLOP", unit_scale=True, desc="sweep", file=sys.stderr,
-               disable=not progress)
+    bar = tqdm(total=sum(r.flops for r in runs), unit="FLOP", unit_scale=True, desc="sweep",
+               file=sys.stderr, disable=not progress)
     for run in runs:
         if (run.budget, run.args.dim, run.args.n_layers, seed) in done:
             bar.update(run.flops)

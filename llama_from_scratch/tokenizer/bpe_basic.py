@@ -60,7 +60,7 @@ def train(text: str, vocab_size: int) -> list[tuple[int, int]]:
         stats = get_stats(chunks)
         if not stats:
             break  # every chunk is a single token already
-        best = min(stats, key=lambda pair: (-stats[pair], pair))  # most frequent, then smallest
+        best = min(stats, key=lambda pair: (-stats[pair], pair))  # most frequent, smallest
         chunks = [merge(ids, best, new_id) for ids in chunks]
         merges.append(best)
     return merges

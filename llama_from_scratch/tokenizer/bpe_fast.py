@@ -44,9 +44,10 @@ def merge_word(word: tuple, pair: Pair, new: Symbol) -> tuple:
     return tuple(out)
 
 
-def merges_incremental(word_counts: dict[tuple, int],
-                       new_symbol: Callable[[Symbol, Symbol], Symbol]) -> Iterator[tuple[Pair, Symbol]]:
-    """Yield (pair, new symbol) merges, best first, for as long as some pair occurs; stop anytime.
+def merges_incremental(
+    word_counts: dict[tuple, int], new_symbol: Callable[[Symbol, Symbol], Symbol]
+) -> Iterator[tuple[Pair, Symbol]]:
+    """Yield (pair, new symbol) merges, best first, while some pair occurs; stop anytime.
 
     `word_counts` maps each distinct word (a tuple of symbols) to how often it occurs.
     `new_symbol(a, b)` names the merged symbol (a fresh id for byte-level BPE; the concatenated

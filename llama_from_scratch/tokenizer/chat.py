@@ -30,19 +30,25 @@ def dialog_segments(dialog: list[dict[str, str]]) -> list[tuple[str, bool]]:
     for msg in dialog:
         for tag in SPECIAL_TAGS:
             if tag in msg["content"]:
-                raise ValueError(f"special tag {tag!r} is not allowed inside a {msg['role']} message "
-                                 "(Meta's chat_completion refuses it too); remove it from the text")
+                raise ValueError(f"special tag {tag!r} is not allowed inside a {msg['role']} "
+                                 "message (Meta's chat_completion refuses it too); "
+                                 "remove it from the text")
     if dialog and dialog[0]["role"] == "system":
         if len(dialog) < 2:
             raise ValueError("a system message must be followed by a user message")
-        first = {"role": dialog[1]["role"], "content": B_SYS + dialog[0]["content"] + E_SYS + dialog[1]["content"]}
+        system, asked = dialog[0]["content"], dialog[1]["content"]
+        first = {"role": dialog[1]["role"], "content": B_SYS + system + E_SYS + asked}
         dialog = [first] + dialog[2:]
-    if not all(m["role"] == "user" for m in dialog[::2]) or not all(m["role"] == "assistant" for m in dialog[1::2]):
-        raise ValueError("roles must be 'system' (optional, first), then 'user' and 'assistant' alternating, "
-                         f"starting with 'user'; got {[m['role'] for m in dialog]}")
+    users_ok = all(m["role"] == "user" for m in dialog[::2])
+    if not users_ok or not all(m["role"] == "assistant" for m in dialog[1::2]):
+        raise ValueError("roles must be 'system' (optional, first), then 'user' and "
+                         "'assistant' alternating, starting with 'user'; "
+                         f"got {[m['role'] for m in dialog]}")
     if not dialog or dialog[-1]["role"] != "user":
-        raise ValueError(f"the last message must be from the user, got {dialog[-1]['role'] if dialog else 'nothing'}")
-    segments = [(f"{B_INST} {user['content'].strip()} {E_INST} {answer['content'].strip()} ", True)
+        last = dialog[-1]["role"] if dialog else "nothing"
+        raise ValueError(f"the last message must be from the user, got {last}")
+    segments = [(f"{B_INST} {user['content'].strip()} {E_INST} "
+                 f"{answer['content'].strip()} ", True)
                 for user, answer in zip(dialog[::2], dialog[1::2])]
     segments.append((f"{B_INST} {dialog[-1]['content'].strip()} {E_INST}", False))
     return segments

@@ -106,11 +106,11 @@ class SentencePieceBPE(Tokenizer):
     # ------------------------------------------------------------------ encode
 
     def normalize(self, text: str) -> str:
-        """The identity normalizer: dummy prefix, " " -> "▁", and optionally extra spaces removed.
+        """The identity normalizer: dummy prefix, " " -> "▁", optionally extra spaces removed.
 
-        In the order of sentencepiece's normalizer.cc: leading spaces dropped and runs of spaces
-        collapsed (remove_extra_whitespaces), the prefix added, spaces escaped, then trailing "▁"
-        dropped (remove_extra_whitespaces; this also drops a trailing literal "▁").
+        In the order of sentencepiece's normalizer.cc: leading spaces dropped and runs of
+        spaces collapsed (remove_extra_whitespaces), the prefix added, spaces escaped, then
+        trailing "▁" dropped (remove_extra_whitespaces; a literal "▁" at the end goes too).
         """
         if not text:
             return ""

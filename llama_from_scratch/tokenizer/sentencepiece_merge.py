@@ -11,10 +11,10 @@ import heapq
 def bpe_merge(symbols: list[str], scores: dict[str, float]) -> list[str]:
     """Merge adjacent symbols greedily, best-scoring piece first, leftmost first on ties.
 
-    `symbols` is the text split into characters; `scores` maps every mergeable piece to its score.
-    This is the priority queue of sentencepiece's bpe_model.cc: each candidate pair is pushed with
-    (-score, left position); a popped pair is skipped when it is stale, i.e. when one of its symbols
-    has changed since it was pushed.
+    `symbols` is the text split into characters; `scores` maps every mergeable piece to its
+    score. This is the priority queue of sentencepiece's bpe_model.cc: each candidate pair is
+    pushed with (-score, left position); a popped pair is skipped when it is stale, i.e. when
+    one of its symbols has changed since it was pushed.
     """
     if not symbols:
         return []

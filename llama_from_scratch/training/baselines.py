@@ -89,7 +89,8 @@ class BigramModel:
     context_types: np.ndarray  # (vocab,) t(a): distinct tokens seen after a
 
     def probs(self, previous: Any, following: Any) -> np.ndarray:
-        """p(following[i] | previous[i]) for equal-length 1-D id arrays: `(n,)` float64, all > 0."""
+        """p(following[i] | previous[i]) for equal-length 1-D id arrays: `(n,)` float64,
+        every entry > 0."""
         a = _ids(previous, self.vocab_size, "the contexts")
         b = _ids(following, self.vocab_size, "the predicted tokens")
         if a.shape != b.shape:
@@ -101,7 +102,8 @@ class BigramModel:
             seen = self.pair_keys[at] == keys
             pair[seen] = self.pair_counts[at[seen]]
         c_a = self.context_counts[a].astype(np.float64)
-        shared = np.where(c_a > 0, self.discount * self.context_types[a] / np.maximum(c_a, 1), 1.0)
+        shared = np.where(c_a > 0, self.discount * self.context_types[a] / np.maximum(c_a, 1),
+                          1.0)
         own = np.where(c_a > 0, np.maximum(pair - self.discount, 0) / np.maximum(c_a, 1), 0.0)
         return own + shared * self.unigram[b]
 

@@ -66,7 +66,8 @@ class BatchSampler:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch of random windows."""
-        high = len(self.tokens) - self.seq_len  # exclusive: the last start leaves room for y's last token
+        # exclusive: the last start leaves room for y's last token
+        high = len(self.tokens) - self.seq_len
         starts = torch.randint(0, high, (self.batch_size,), generator=self.generator).numpy()
         self.batches += 1
         return _windows(self.tokens, starts, self.seq_len)

@@ -1,4 +1,5 @@
-"""Global-norm gradient clipping: rescale all gradients together when their joint norm is too large.
+"""Global-norm gradient clipping: rescale all gradients together when their joint norm is
+too large.
 
 The norm is the L2 norm of every gradient entry of the model seen as one vector:
 `sqrt(sum over tensors of ||g||^2)`, computed per tensor and then over the per-tensor norms
@@ -20,7 +21,8 @@ import torch
 
 
 @torch.no_grad()
-def clip_grad_norm(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float) -> torch.Tensor:
+def clip_grad_norm(parameters: Iterable[torch.Tensor] | torch.Tensor,
+                   max_norm: float) -> torch.Tensor:
     """Clip the gradients of `parameters` in place to a global L2 norm of at most `max_norm`.
 
     Returns the total norm BEFORE clipping, a float32 scalar tensor (0.0 when no parameter
@@ -35,7 +37,8 @@ def clip_grad_norm(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: 
     if not grads:
         return torch.tensor(0.0)
     device = grads[0].device
-    norms = [torch.linalg.vector_norm(g, 2, dtype=torch.float32).to(device) for g in grads]  # one per tensor
+    # one norm per tensor
+    norms = [torch.linalg.vector_norm(g, 2, dtype=torch.float32).to(device) for g in grads]
     total = torch.linalg.vector_norm(torch.stack(norms), 2)  # () float32
     if not torch.isfinite(total):
         return total

@@ -45,10 +45,11 @@ from llama_from_scratch.training.ablation_params import parameter_counts
 def flops_per_token(args: ModelArgs, seq_len: int) -> dict[str, int]:
     """FLOPs per token at context `seq_len` for `args` (`ModelArgs` or `AblationArgs`).
 
-    Keys: `attention_projections`, `feed_forward`, `output`, `matmul` (their sum), `attention_full`,
-    `attention_causal`, `forward_full` / `forward_causal` (matmul + attention), `train_full` /
-    `train_causal` (3x forward), `non_embedding_params` (N), `six_n` (6N), `kaplan` (6N + 6 L T d),
-    `palm` (6N + 12 L T d), `seq_len`. All are per token, forward or forward + backward as named.
+    Keys: `attention_projections`, `feed_forward`, `output`, `matmul` (their sum),
+    `attention_full`, `attention_causal`, `forward_full` / `forward_causal` (matmul +
+    attention), `train_full` / `train_causal` (3x forward), `non_embedding_params` (N),
+    `six_n` (6N), `kaplan` (6N + 6 L T d), `palm` (6N + 12 L T d), `seq_len`. All are per
+    token, forward or forward + backward as named.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be a positive number of tokens, got {seq_len}")
@@ -61,7 +62,8 @@ def flops_per_token(args: ModelArgs, seq_len: int) -> dict[str, int]:
     out["output"] = 2 * d * vocab
     out["matmul"] = out["attention_projections"] + out["feed_forward"] + out["output"]
     out["attention_full"] = n_layers * 2 * (2 * d * seq_len)  # q.k and probs.v, T keys each
-    out["attention_causal"] = n_layers * 2 * d * (seq_len + 1)  # mean of 2 * 2 d (i + 1) over i < T
+    # the mean of 2 * 2 d (i + 1) over i < T
+    out["attention_causal"] = n_layers * 2 * d * (seq_len + 1)
     for kind in ("full", "causal"):
         out[f"forward_{kind}"] = out["matmul"] + out[f"attention_{kind}"]
         out[f"train_{kind}"] = 3 * out[f"forward_{kind}"]

@@ -52,8 +52,9 @@ def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 SINGLE = Parallel()  # one process: the default way to run
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-               settings: TrainSettings, step: int, parallel: Parallel = SINGLE) -> dict[str, float]:
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               sampler: BatchSampler, settings: TrainSettings, step: int,
+               parallel: Parallel = SINGLE) -> dict[str, float]:
     """One optimizer step (`step` is 0-based: the number of steps taken before this one).
 
     Returns the step's learning rate, mean training loss (nats per token) and gradient norm
@@ -61,7 +62,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
     `TrainingError` before the weights change.
     """
     device = next(model.parameters()).device
-    lr = lr_at(step, settings.lr, settings.warmup_steps, settings.max_steps, settings.final_lr_ratio)
+    lr = lr_at(step, settings.lr, settings.warmup_steps, settings.max_steps,
+               settings.final_lr_ratio)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -78,9 +80,10 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler
     grad_norm = clip_grad_norm(model.parameters(), settings.clip)
     loss_value, norm_value = parallel.mean(total).item(), parallel.as_float(grad_norm)
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-        raise TrainingError(f"the training loss became {loss_value} (gradient norm {norm_value}) at step "
-                            f"{step + 1}; the weights were not updated. Lower --lr or raise --warmup-steps, "
-                            "then resume from the last good checkpoint")
+        raise TrainingError(f"the training loss became {loss_value} (gradient norm "
+                            f"{norm_value}) at step {step + 1}; the weights were not updated. "
+                            "Lower --lr or raise --warmup-steps, then resume from the last "
+                            "good checkpoint")
     optimizer.step()
     return {"lr": lr, "train_loss": loss_value, "grad_norm": norm_value}
 
@@ -161,13 +164,16 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: Batch
     return settings.max_steps
 
 
-def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-                   step: int, extra: dict[str, Any] | None = None, parallel: Parallel = SINGLE) -> dict[str, Any]:
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   sampler: BatchSampler, step: int, extra: dict[str, Any] | None = None,
+                   parallel: Parallel = SINGLE) -> dict[str, Any]:
     """Everything a bit-exact resume needs, in types `torch.load(weights_only=True)` accepts.
-    With several ranks every rank must call it (FSDP gathers the shards); rank 0's is complete."""
+    With several ranks every rank must call it (FSDP gathers the shards); rank 0's is
+    complete."""
     return {"format": 1, "step": step, "model": parallel.model_state(model),
             "optimizer": parallel.optimizer_state(model, optimizer),
-            "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(), **(extra or {})}
+            "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+            **(extra or {})}
 
 
 def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,

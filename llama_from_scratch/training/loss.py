@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                  ignore_index: int = -100) -> torch.Tensor:
     """Mean negative log-likelihood, in nats, of `targets` under `logits`; a float32 scalar.
 
     logits: `(..., vocab)` of any float dtype, e.g. `(batch, seq, vocab)`; targets: `(...)`
@@ -35,8 +36,9 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     if not logits.is_floating_point():
         raise ValueError(f"logits must be floating point, got {logits.dtype}")
     if logits.dim() < 1 or targets.shape != logits.shape[:-1]:
-        raise ValueError(f"targets {tuple(targets.shape)} must have the logits' shape without the vocabulary "
-                         f"dimension: logits {tuple(logits.shape)} need targets {tuple(logits.shape[:-1])}")
+        raise ValueError(f"targets {tuple(targets.shape)} must have the logits' shape without "
+                         f"the vocabulary dimension: logits {tuple(logits.shape)} need "
+                         f"targets {tuple(logits.shape[:-1])}")
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise ValueError(f"targets must be integer token ids (int64), got {targets.dtype}; "
                          "soft (probability) targets are not handled")
@@ -46,15 +48,18 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     keep = t != ignore_index  # (positions,)
     n_kept = int(keep.sum())
     if n_kept == 0:
-        raise ValueError(f"every one of the {t.numel()} targets is ignore_index ({ignore_index}): there is "
-                         "nothing to average; skip this batch or leave some targets unmasked")
+        raise ValueError(f"every one of the {t.numel()} targets is ignore_index "
+                         f"({ignore_index}): there is nothing to average; skip this batch or "
+                         "leave some targets unmasked")
     kept_targets = t[keep]
     if int(kept_targets.min()) < 0 or int(kept_targets.max()) >= vocab:
-        raise ValueError(f"target ids must lie in [0, {vocab}) (the vocabulary) or be ignore_index "
-                         f"({ignore_index}); got ids from {int(kept_targets.min())} to {int(kept_targets.max())}")
-    # The shift's gradient cancels exactly (logsumexp does not depend on m), so m is a constant.
+        raise ValueError(f"target ids must lie in [0, {vocab}) (the vocabulary) or be "
+                         f"ignore_index ({ignore_index}); got ids from "
+                         f"{int(kept_targets.min())} to {int(kept_targets.max())}")
+    # The shift's gradient cancels exactly (logsumexp does not depend on m): m is a constant.
     m = z.max(dim=-1, keepdim=True).values.detach()  # (positions, 1)
     lse = m.squeeze(-1) + torch.exp(z - m).sum(dim=-1).log()  # (positions,)
-    safe = torch.where(keep, t, torch.zeros_like(t))  # (positions,): ignored ids gathered as 0, then dropped
+    # (positions,): ignored ids gathered as 0, then dropped
+    safe = torch.where(keep, t, torch.zeros_like(t))
     target_logit = z.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (positions,)
     return (lse - target_logit)[keep].sum() / n_kept

@@ -26,7 +26,8 @@ from torch import nn
 
 
 class AdamW(torch.optim.Optimizer):
-    """Adam with decoupled weight decay; per-group `lr` and `weight_decay` (a schedule sets `lr`).
+    """Adam with decoupled weight decay; per-group `lr` and `weight_decay` (a schedule sets
+    `lr`).
 
     State per parameter: `step` (an int), `exp_avg` (m) and `exp_avg_sq` (v), each shaped
     like the parameter. `state_dict()` / `load_state_dict()` come from torch's base class,
@@ -34,21 +35,25 @@ class AdamW(torch.optim.Optimizer):
     step count does not advance), as in PyTorch.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-5, weight_decay: float = 0.1):
+    def __init__(self, params: Iterable[Any], lr: float = 3e-4,
+                 betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-5,
+                 weight_decay: float = 0.1):
         if not lr >= 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas must each lie in [0, 1), got {betas}")
         if not eps > 0:
-            raise ValueError(f"eps must be > 0 (it keeps the division finite where v is 0), got {eps}")
+            raise ValueError("eps must be > 0 (it keeps the division finite where v is 0), "
+                             f"got {eps}")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """One update of every parameter that has a gradient; returns `closure()`'s loss if given."""
+        """One update of every parameter that has a gradient; returns `closure()`'s loss if
+        given."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -60,20 +65,22 @@ class AdamW(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse or p.is_complex():
-                    raise ValueError("AdamW here handles dense real tensors only; use torch.optim.AdamW for "
-                                     "sparse or complex parameters")
+                    raise ValueError("AdamW here handles dense real tensors only; use "
+                                     "torch.optim.AdamW for sparse or complex parameters")
                 grad = p.grad
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    layout = torch.preserve_format
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=layout)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=layout)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
                 t = state["step"]
                 if wd != 0:
                     p.mul_(1 - lr * wd)  # decoupled: shrinks p itself, never enters m or v
-                # m + (1 - beta1) * (g - m) == beta1 * m + (1 - beta1) * g; lerp is torch's rounding.
+                # lerp: m + (1 - beta1) * (g - m) == beta1 * m + (1 - beta1) * g, with
+                # torch's own rounding.
                 m.lerp_(grad, 1 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 bias_correction1 = 1 - beta1 ** t
@@ -100,7 +107,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     Returns `[{"params", "param_names", "weight_decay"}, ...]`, decayed group first; a group
     with no parameter is left out. Each dict works with this AdamW and torch.optim.AdamW.
     """
-    embeddings = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
+    embeddings = {id(module.weight) for module in model.modules()
+                  if isinstance(module, nn.Embedding)}
     decay: tuple[list[nn.Parameter], list[str]] = ([], [])
     no_decay: tuple[list[nn.Parameter], list[str]] = ([], [])
     for name, p in model.named_parameters():  # a shared (tied) tensor is listed once

@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 
 
-def lr_at(step: int, max_lr: float, warmup_steps: int, max_steps: int, final_ratio: float = 0.1) -> float:
+def lr_at(step: int, max_lr: float, warmup_steps: int, max_steps: int,
+          final_ratio: float = 0.1) -> float:
     """The learning rate for 0-based optimizer step `step` (see the module docstring).
 
     ValueError for a negative step or max_lr, `max_steps < warmup_steps`, or a final_ratio
@@ -34,8 +35,8 @@ def lr_at(step: int, max_lr: float, warmup_steps: int, max_steps: int, final_rat
     if not max_lr >= 0:
         raise ValueError(f"max_lr must be >= 0, got {max_lr}")
     if warmup_steps < 0 or max_steps < warmup_steps:
-        raise ValueError(f"need 0 <= warmup_steps <= max_steps, got warmup_steps={warmup_steps}, "
-                         f"max_steps={max_steps}")
+        raise ValueError("need 0 <= warmup_steps <= max_steps, got "
+                         f"warmup_steps={warmup_steps}, max_steps={max_steps}")
     if not 0 <= final_ratio <= 1:
         raise ValueError(f"final_ratio must lie in [0, 1] (LLaMA 2: 0.1), got {final_ratio}")
     min_lr = final_ratio * max_lr
