@@ -6,6 +6,8 @@ notebooks (a session fixture), then each notebook's per-cell outcomes are checke
 
 from __future__ import annotations
 
+import re
+
 import nbformat
 import pytest
 
@@ -83,3 +85,49 @@ def test_the_grading_checks_can_fail(tmp_path):
     assert any("passes with the stubs" in p for p in toothless_learner), toothless_learner
     wrong_solution = grading_problems(wrong, outcomes[tmp_path / "solutions" / "wrong.ipynb"], learner=False)
     assert any("fails" in p for p in wrong_solution), wrong_solution
+
+
+TASK = re.compile(r"## \d+\. ")  # a task's markdown cell starts "## 3. Title"
+HINT = re.compile(r"<details><summary>Hint")
+SKETCH = re.compile(r"<details><summary>[^<]*answer sketch", re.IGNORECASE)
+
+
+def structure_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """What a notebook lacks (issue 14): a folded hint under every task but the stretch task,
+    which is the last task, has no hint and says so; and an open question with a folded
+    answer sketch. Tasks with nothing to write are left alone."""
+    markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    tasks = [s for s in markdown if TASK.match(s) and "Nothing to write" not in s]
+    stretch = [s for s in tasks if "Stretch" in s.split("\n")[0]]
+    problems = []
+    if len(stretch) != 1:
+        problems.append(f"{len(stretch)} stretch tasks (a heading with 'Stretch'), expected 1")
+    elif tasks[-1] is not stretch[0]:
+        problems.append("the stretch task is not the last task")
+    for task in tasks:
+        title = task.split("\n")[0]
+        if task in stretch:
+            if HINT.search(task) or "no hints" not in task:
+                problems.append(f"{title}: a stretch task has no hints, and says so")
+        elif not HINT.search(task):
+            problems.append(f"{title}: no hint in a folded <details><summary>Hint block")
+    if not any(SKETCH.search(s) for s in markdown):
+        problems.append("no open question with a folded answer sketch")
+    return problems
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_hints_are_folded_and_one_stretch_task_has_none(solution):
+    assert structure_problems(nbformat.read(solution, as_version=4)) == []
+
+
+def test_the_structure_check_can_fail():
+    nb = nbformat.read(SOLUTIONS[0], as_version=4)
+    assert structure_problems(nb) == []
+    for cell in nb.cells:  # fold no hint, sketch nothing, and call every task a stretch
+        if cell.cell_type == "markdown":
+            cell.source = cell.source.replace("<details>", "<div>").replace("## 1. ", "## 1. Stretch: ")
+    problems = structure_problems(nb)
+    assert any("2 stretch tasks" in p for p in problems), problems
+    assert any(p.startswith("## 2. ") and "no hint" in p for p in problems), problems
+    assert any("no open question" in p for p in problems), problems
