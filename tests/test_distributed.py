@@ -34,10 +34,12 @@ GRAD_RTOL = 1e-6
 WEIGHTS_ATOL = 1e-5  # after 6 AdamW steps: rounding differences, amplified a little by Adam's division
 
 
-def torchrun(n: int, *args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+def torchrun(n: int, *args: str, timeout: float = 240, env: dict | None = None,
+             stdin: str | None = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(n), *args], capture_output=True, text=True, timeout=timeout, env=environment)
+                           str(n), *args], capture_output=True, text=True, timeout=timeout, env=environment,
+                          input=stdin)
 
 
 def train_args(out: Path, text: Path, *extra: str) -> list[str]:
@@ -46,9 +48,10 @@ def train_args(out: Path, text: Path, *extra: str) -> list[str]:
             "3", "--eval-batches", "2", "--dim", "32", "--n-heads", "4", "--n-kv-heads", "2", *extra]
 
 
-def single(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+def single(args: list[str], timeout: float = 240, stdin: str | None = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=environment)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=environment,
+                          input=stdin)
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +174,9 @@ def test_chat_under_torchrun_reads_rank_0s_stdin_and_answers_as_one_process(meta
     flags = ["--checkpoint", str(meta_checkpoints[2]), "--tokenizer", str(datafiles.path("stories260K/tok512.bin")),
              "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"]
     lines = "Tell me a story\n/reset\nagain\n"
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    alone = subprocess.run([sys.executable, "-m", "llama_from_scratch", "chat", *flags], input=lines,
-                           capture_output=True, text=True, timeout=120, env=environment)
+    alone = single(["-m", "llama_from_scratch", "chat", *flags], stdin=lines)
     assert alone.returncode == 0, alone.stderr
-    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                            "-m", "llama_from_scratch", "chat", *flags], input=lines, capture_output=True,
-                           text=True, timeout=240, env=environment)
+    ranks = torchrun(2, "-m", "llama_from_scratch", "chat", *flags, stdin=lines)
     assert ranks.returncode == 0, ranks.stderr[-2000:]
     assert ranks.stdout == alone.stdout and len(alone.stdout.splitlines()) == 2  # two answers, printed once
     assert ranks.stderr.count("(new dialog)") == 1

@@ -123,14 +123,7 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
     paths = shard_paths(directory)
     args = read_meta_args(directory, max_seq_len)
     shards = [torch_load(p) for p in paths]  # memory-mapped: shapes only, until touched
-    shapes = merged_shapes(shards)
-    for rank, shard in enumerate(shards[1:], start=1):
-        if set(shard) != set(shards[0]):
-            diff = sorted(set(shard) ^ set(shards[0]))
-            raise CheckpointError(f"{paths[rank]} and {paths[0]} hold different keys: "
-                                  f"{diff[:8]}")
-    _check_shard_count(shapes, args, directory, len(paths))
-    check_shapes(shapes, args, f"{directory} ({len(paths)} shard(s))")
+    shapes = check_shards(directory, paths, shards, args)
     model = empty_model(args)
     bar = tqdm(total=len(shapes) * len(paths), desc="loading", unit="tensor",
                disable=not progress)
@@ -163,6 +156,21 @@ def load_meta(directory: str | Path, device: torch.device | str | None = None,
             put_tensor(model, key, tensor)
     bar.close()
     return finish(model, device)
+
+
+def check_shards(directory: Path, paths: list[Path], shards: list[dict[str, torch.Tensor]],
+                 args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """The merged shape of every tensor, after checking that the shards hold the same keys, that
+    none is missing, and that keys and merged shapes are what `args` needs (no data is read)."""
+    shapes = merged_shapes(shards)
+    for rank, shard in enumerate(shards[1:], start=1):
+        if set(shard) != set(shards[0]):
+            diff = sorted(set(shard) ^ set(shards[0]))
+            raise CheckpointError(f"{paths[rank]} and {paths[0]} hold different keys: "
+                                  f"{diff[:8]}")
+    _check_shard_count(shapes, args, directory, len(paths))
+    check_shapes(shapes, args, f"{directory} ({len(paths)} shard(s))")
+    return shapes
 
 
 def _check_shard_count(shapes: dict[str, tuple[int, ...]], args: ModelArgs, directory: Path, n: int) -> None:

@@ -2,8 +2,9 @@
 
 Meta ships LLaMA 2 70B as 8 files, `consolidated.00.pth` .. `07.pth`, one per model-parallel
 rank: 8 was the model-parallel size Meta's code ran it with (7B: 1, 13B: 2). Under
-`torchrun --nproc-per-node N`, rank r memory-maps the files it needs and keeps its slice of
-every tensor, so no process ever holds a merged copy:
+`torchrun --nproc-per-node N`, rank r checks every file's keys and shapes as `load_meta`
+does (memory-mapped: no tensor data is read), then copies only its slice of every tensor
+from the files it needs, so no process ever holds a merged copy:
 
     N == shards         file r, as Meta serves it
     N divides shards    files r*k .. r*k + k - 1 (k = shards / N), concatenated along the cut
@@ -27,8 +28,8 @@ import torch
 import torch.distributed as dist
 
 from llama_from_scratch.checkpoints.errors import CheckpointError
-from llama_from_scratch.checkpoints.meta_format import read_meta_args, shard_paths
-from llama_from_scratch.checkpoints.model_parallel import IGNORED, shard_dim
+from llama_from_scratch.checkpoints.meta_format import check_shards, read_meta_args, shard_paths
+from llama_from_scratch.checkpoints.model_parallel import shard_dim
 from llama_from_scratch.checkpoints.safe_load import torch_load
 from llama_from_scratch.distributed.tensor_parallel import ColumnParallelLinear, ParallelEmbedding, RowParallelLinear
 from llama_from_scratch.model.attention import KVCache
@@ -101,12 +102,16 @@ def load_tensor_parallel(directory: str | Path, rank: int, world: int, device: t
     directory = Path(directory)
     args = read_meta_args(directory, max_seq_len)
     check_divides(args, world)
-    numbers, k, part = files_for_rank(len(shard_paths(directory)), rank, world)
-    files = [torch_load(shard_paths(directory)[i]) for i in numbers]  # memory-mapped: only slices are read
+    paths = shard_paths(directory)
+    numbers, k, part = files_for_rank(len(paths), rank, world)
+    shards = [torch_load(p) for p in paths]  # memory-mapped: shapes only, until touched
+    check_shards(directory, paths, shards, args)  # every key and merged shape, as load_meta
+    files = [shards[i] for i in numbers]  # this rank's files: only their slices are read
+    del shards  # the other files are unmapped
     model = empty_model(args, TensorParallelTransformer)
 
     def own(key: str) -> torch.Tensor:
-        if key not in files[0]:
+        if key not in files[0]:  # a tied model's output.weight, which Meta's files always hold
             raise CheckpointError(f"{directory}: consolidated.{numbers[0]:02d}.pth has no {key}")
         return local_slice(files, key, k, part).to(device=device, dtype=dtype).clone()  # the rank's own copy
 
@@ -123,20 +128,8 @@ def load_tensor_parallel(directory: str | Path, rank: int, world: int, device: t
         ff.w2 = RowParallelLinear(own(f"{prefix}feed_forward.w2.weight"))
         for norm in ("attention_norm", "ffn_norm"):
             getattr(layer, norm).weight = torch.nn.Parameter(own(f"{prefix}{norm}.weight"), requires_grad=False)
-    unknown = sorted(set(files[0]) - IGNORED - _expected_keys(args))
-    if unknown:
-        raise CheckpointError(f"{directory} holds tensors this model does not use: {unknown[:8]}")
     model.reset_rope_tables(device or "cpu")
     return model.eval()
-
-
-def _expected_keys(args: ModelArgs) -> set[str]:
-    names = ["tok_embeddings.weight", "norm.weight", "output.weight"]
-    for i in range(args.n_layers):
-        names += [f"layers.{i}.attention.{n}.weight" for n in ("wq", "wk", "wv", "wo")]
-        names += [f"layers.{i}.feed_forward.{n}.weight" for n in ("w1", "w2", "w3")]
-        names += [f"layers.{i}.{n}.weight" for n in ("attention_norm", "ffn_norm")]
-    return set(names)
 
 
 def local_weight_bytes(model: torch.nn.Module) -> dict[str, int]:
