@@ -240,8 +240,11 @@ def run_and_stop_rank_1(text: Path, out: Path, sig: int, timeout_s: int) -> tupl
     """Train on 2 ranks until the first checkpoint, send `sig` to rank 1, wait for the launcher:
     (its exit status, seconds from the signal to its exit, its stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "LLAMA_DIST_TIMEOUT_S": str(timeout_s)}
-    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                                 "2", *train_args(out, text, "--max-steps", "100000", "--save-every", "5")],
+    # torchrun looks at its workers every 5 s (0.1 s by default), so that the survivor's own error,
+    # not torchrun stopping it first, is what ends the run
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--monitor-interval",
+                                 "5", "--nproc-per-node", "2",
+                                 *train_args(out, text, "--max-steps", "100000", "--save-every", "5")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 120
