@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -272,7 +273,11 @@ def check_left_whole(out: Path) -> None:
 def test_a_dying_rank_stops_the_others_at_once_and_leaves_the_checkpoint_whole(text, tmp_path):
     code, seconds, stderr = run_and_stop_rank_1(text, tmp_path / "dies", signal.SIGKILL, timeout_s=30)
     assert code != 0 and seconds < 20, (code, seconds)  # its sockets close: no need to wait for the timeout
-    assert "error: rank 0 lost the other ranks (Read error" in stderr and "resume with --resume" in stderr
+    # gloo words it as the side that noticed: "Read error ...: Connection reset by peer" when it was
+    # reading, "Connection closed by peer ..." otherwise (both seen here)
+    assert re.search(r"error: rank 0 lost the other ranks \((Read error \S+ )?Connection (reset|closed) by peer",
+                     stderr), stderr[-3000:]
+    assert "resume with --resume" in stderr
     assert ".cc:" not in stderr.split("lost the other ranks")[1].splitlines()[0]  # no backend source tags
     check_left_whole(tmp_path / "dies")
 
