@@ -181,10 +181,32 @@ def test_the_colab_link_is_the_notebook_on_github():
 
 def test_every_toc_page_is_checked_with_its_notebook():
     pages = browser.book_pages()
-    assert pages[0] == browser.Page("index.html", None)
+    assert pages[0] == browser.Page("index.html", None, lands_on=pages[1].path)
+    assert pages[1] == browser.Page("book/intro.html", None)  # where Jupyter Book's index leads
     assert browser.Page("book/00_warmup.html", "book/00_warmup.ipynb") in pages
     assert browser.Page("book/intro.html", None) in pages
     assert len({browser.shot_name(p.path) for p in pages}) == len(pages), "two pages would share a screenshot"
+
+
+def test_a_slow_redirect_is_followed_before_the_checks_run(driver, site):
+    # A check started on a page that is leaving checks the wrong page, or loses its script with
+    # the document (the "script timeout" a busy CI machine hit on index.html's meta refresh).
+    # The leaving page has a flaw the landing page lacks, so checking the wrong one shows.
+    folder, base = site
+    leaving = "<script>setTimeout(() => { location.href = 'good.html'; }, 1000)</script><img src='red.png'>"
+    (folder / "slow_index.html").write_text(page(leaving))
+    assert [p.kind for p in browser.check_page(driver, f"{base}slow_index.html", None)] == ["alt"]
+    assert browser.check_page(driver, f"{base}slow_index.html", {"Colab": COLAB}, lands_on=f"{base}good.html") == []
+    assert driver.current_url == f"{base}good.html"
+
+
+def test_a_redirect_that_goes_nowhere_is_a_problem(driver, site, monkeypatch):
+    folder, base = site
+    monkeypatch.setattr(browser, "REDIRECT_WAIT_S", 2)
+    (folder / "stuck_index.html").write_text(page("<p>no redirect here</p>"))
+    found = browser.check_page(driver, f"{base}stuck_index.html", None, lands_on=f"{base}good.html")
+    assert [p.kind for p in found] == ["redirect"] and "did not lead to" in found[0].message, found
+    assert found[0].message.endswith(f"(the window shows {base}stuck_index.html)")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ INSTALL = "apt-get install -y chromium chromium-driver"
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 WINDOW = (1280, 1000)  # a desktop window: the book's default page width
+REDIRECT_WAIT_S = 30
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
 
 
@@ -41,6 +42,7 @@ OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
 class Page:
     path: str  # relative to the html folder, e.g. "book/00_warmup.html"
     notebook: str | None  # the repository path of its notebook, when it is one
+    lands_on: str | None = None  # a redirecting page: where the reader ends up (checked there)
 
 
 def missing() -> str | None:
@@ -57,12 +59,12 @@ def missing() -> str | None:
 
 def book_pages() -> list[Page]:
     """The redirecting index and every page of `_toc.yml`, in reading order."""
-    pages = [Page("index.html", None)]
+    pages = []
     for path in toc_files():
         relative = path.relative_to(ROOT)
         pages.append(Page(relative.with_suffix(".html").as_posix(),
                           relative.as_posix() if path.suffix == ".ipynb" else None))
-    return pages
+    return [Page("index.html", None, lands_on=pages[0].path), *pages]  # Jupyter Book's index: the toc's root
 
 
 def launch_for(page: Page) -> dict[str, str] | None:
@@ -139,15 +141,40 @@ def screenshot(driver: object, target: Path) -> None:
     target.write_bytes(base64.b64decode(shot["data"]))
 
 
+def wait_for_landing(driver: object, url: str) -> None:
+    """Wait until the window shows `url`, loaded: a redirect is done before any check runs.
+
+    Checking a page that is about to navigate away loses the check's script with its document
+    (a script timeout that depended on how fast the machine was).
+    """
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, REDIRECT_WAIT_S).until(
+        lambda d: d.current_url == url and d.execute_script("return document.readyState") == "complete")
+
+
 def check_page(driver: object, url: str, launch: dict[str, str] | None,
-               shot: Path | None = None) -> list[page_checks.Problem]:
-    """Load `url`, screenshot it as a reader first sees it, then open every folded block and check."""
+               shot: Path | None = None, lands_on: str | None = None) -> list[page_checks.Problem]:
+    """Load `url`, screenshot it as a reader first sees it, then open every folded block and check.
+
+    `lands_on`: the URL a redirecting `url` must lead to; the checks run on that page.
+    """
     from selenium.common.exceptions import TimeoutException
 
     driver.get("about:blank")  # the last page's late messages land before the drain
     driver.get_log("browser")
     try:
         driver.get(url)
+    except TimeoutException as error:
+        return [page_checks.Problem("load", f"the page did not finish loading: {error.msg}")]
+    if lands_on is not None:
+        try:
+            wait_for_landing(driver, lands_on)
+        except TimeoutException:
+            return [page_checks.Problem(
+                "redirect", f"{url} did not lead to {lands_on} within {REDIRECT_WAIT_S} s "
+                f"(the window shows {driver.current_url})")]
+    try:
         notes = driver.execute_async_script(page_checks.WAIT_JS)
     except TimeoutException as error:
         return [page_checks.Problem("load", f"the page did not finish loading: {error.msg}")]
@@ -173,7 +200,8 @@ def check_pages(html: Path, pages: list[Page], screenshots: Path | None = SCREEN
                 results[page.path] = [page_checks.Problem("missing", f"{html / page.path} was not built")]
                 continue
             shot = screenshots / shot_name(page.path) if screenshots is not None else None
-            results[page.path] = check_page(driver, base + page.path, launch_for(page), shot)
+            lands_on = base + page.lands_on if page.lands_on else None
+            results[page.path] = check_page(driver, base + page.path, launch_for(page), shot, lands_on)
     return results
 
 
