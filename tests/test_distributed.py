@@ -183,6 +183,35 @@ def test_chat_under_torchrun_reads_rank_0s_stdin_and_answers_as_one_process(meta
     assert ranks.stderr.count("(new dialog)") == 1
 
 
+def test_chat_stops_with_one_line_when_a_rank_dies(meta_checkpoints):
+    from llama_from_scratch import datafiles
+
+    flags = ["--checkpoint", str(meta_checkpoints[2]), "--tokenizer", str(datafiles.path("stories260K/tok512.bin")),
+             "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--monitor-interval",
+                                 "5", "--nproc-per-node", "2", "-m", "llama_from_scratch", "chat", *flags],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+    try:
+        launcher.stdin.write("Tell me a story\n")
+        launcher.stdin.flush()
+        assert launcher.stdout.readline(), "no first answer"  # both ranks are up and waiting for a line
+        workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+        environs = {int(pid): b"\0" + Path(f"/proc/{pid}/environ").read_bytes() for pid in workers}
+        victim = next(pid for pid, environ in environs.items() if b"\0RANK=1\0" in environ)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.5)
+        _, stderr = launcher.communicate("again\n", timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    lost = re.search(r"error: rank 0 lost the other ranks \(.*Connection (reset|closed) by peer", stderr)
+    assert lost, stderr[-3000:]
+    assert "llama_from_scratch/" not in stderr, stderr[-3000:]  # no traceback through the package's files
+
+
 def test_a_world_that_cannot_split_the_model_is_named():
     args = preset("tiny", dim=64, n_heads=8, n_kv_heads=4, vocab_size=512)
     with pytest.raises(ValueError, match=r"3 does not divide n_heads 8, n_kv_heads 4.*Run with 1 or 2 or 4"):

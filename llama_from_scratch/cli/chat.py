@@ -9,7 +9,8 @@ from stdin, one per line (an empty line is skipped, "/reset" starts a new dialog
 input ends the chat). Each turn re-reads the whole dialog (the KV cache is not kept between
 turns). Sampling defaults are Meta's example_chat_completion.py's
 (temperature 0.6, top-p 0.9). Under torchrun a Meta checkpoint is served tensor parallel and
-rank 0 reads the lines for every rank. Not handled: multi-line messages, saving a dialog.
+rank 0 reads the lines for every rank; a rank that dies stops the others with one line on
+stderr (exit 1). Not handled: multi-line messages, saving a dialog.
 
 Chapter: real_weights.
 """

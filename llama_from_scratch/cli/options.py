@@ -75,8 +75,12 @@ def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
 
 def on_every_rank(body: Callable[[argparse.Namespace, Any], int], args: argparse.Namespace) -> int:
     """`body(args, world)` on this rank: the only rank, or one of torchrun's. Ranks other than 0
-    print nothing (their errors excepted); the process group is left at the end."""
-    from llama_from_scratch.distributed.process_group import close_world, quiet_unless_writer, world_from_env
+    print nothing (their errors excepted); the process group is left at the end. A rank that
+    loses the others (one died or hung) says so in one line on stderr and returns 1."""
+    import torch.distributed as dist
+
+    from llama_from_scratch.distributed.process_group import (close_world, lost_peer, peer_error_summary,
+                                                              quiet_unless_writer, world_from_env)
 
     try:
         world = world_from_env()
@@ -85,6 +89,11 @@ def on_every_rank(body: Callable[[argparse.Namespace, Any], int], args: argparse
     try:
         with quiet_unless_writer(world):
             return body(args, world)
+    except (dist.DistError, RuntimeError) as err:
+        if not (world.is_distributed and lost_peer(err)):
+            raise
+        print(f"error: rank {world.rank} lost the other ranks ({peer_error_summary(err)})", file=sys.stderr)
+        return 1
     finally:
         close_world()
 

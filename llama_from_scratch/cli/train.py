@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from llama_from_scratch.distributed.process_group import close_world, init_world, local_device, world_from_env
+    from llama_from_scratch.distributed.process_group import (close_world, init_world, local_device, lost_peer,
+                                                              peer_error_summary, world_from_env)
     from llama_from_scratch.training.checkpoint import RunLock, TrainingError
 
     out = Path(args.out)
@@ -141,23 +142,6 @@ def run(args: argparse.Namespace) -> int:
     if world.is_writer:
         print(json.dumps(result), flush=True)
     return 0
-
-
-def lost_peer(err: BaseException) -> bool:
-    """Whether an error says another rank died or hung (gloo's and NCCL's wording)."""
-    import torch.distributed as dist
-
-    text = str(err).lower()
-    return isinstance(err, dist.DistError) or any(sign in text for sign in (
-        "connection reset", "connection closed", "broken pipe", "timed out", "timeout", "nccl", "gloo"))
-
-
-def peer_error_summary(err: BaseException) -> str:
-    """The first sentence of a backend's error, without its source-file tag ("[.../pair.cc:537]")."""
-    import re
-
-    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", " ".join(str(err).split()))
-    return (text.split(". ")[0] or type(err).__name__)[:200]
 
 
 def parallel_for(args: argparse.Namespace, world):

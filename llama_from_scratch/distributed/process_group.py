@@ -11,6 +11,7 @@ between CPU processes. Asking for NCCL where there is no GPU falls back to gloo,
 on stderr. Every collective waits at most `timeout_s()` seconds (180 unless the environment
 variable LLAMA_DIST_TIMEOUT_S says otherwise): a rank that dies closes its sockets and the
 others fail at their next collective at once; a rank that hangs stops them after the timeout.
+`lost_peer` tells such an error from others, for the commands' one-line message.
 Not handled: several machines' rendezvous options beyond torchrun's own.
 
 Chapter: scale_out.
@@ -19,6 +20,7 @@ Chapter: scale_out.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,3 +162,16 @@ def from_rank0(world: World, make: Callable[[], T]) -> T:
     box = [make() if world.is_writer else None]
     dist.broadcast_object_list(box, src=0)  # pickled by rank 0 of this very job, not untrusted input
     return box[0]
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether an error says another rank died or hung (gloo's and NCCL's wording)."""
+    text = str(err).lower()
+    return isinstance(err, dist.DistError) or any(sign in text for sign in (
+        "connection reset", "connection closed", "broken pipe", "timed out", "timeout", "nccl", "gloo"))
+
+
+def peer_error_summary(err: BaseException) -> str:
+    """The first sentence of a backend's error, without its source-file tag ("[.../pair.cc:537]")."""
+    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", " ".join(str(err).split()))
+    return (text.split(". ")[0] or type(err).__name__)[:200]
