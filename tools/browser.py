@@ -67,10 +67,15 @@ def book_pages() -> list[Page]:
     return [Page("index.html", None, lands_on=pages[0].path), *pages]  # Jupyter Book's index: the toc's root
 
 
+@functools.cache
+def book_config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
 def launch_for(page: Page) -> dict[str, str] | None:
     if page.notebook is None:
         return None
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config = book_config()
     return page_checks.launch_expectations(config.get("launch_buttons", {}), config["repository"], page.notebook)
 
 
