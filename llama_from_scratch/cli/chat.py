@@ -68,7 +68,7 @@ def chat_on_rank(args: argparse.Namespace, world) -> int:
         check_sampling(args.temperature, None, args.top_p)
     except ValueError as err:
         raise CLIError(str(err)) from err
-    model = load_model_for_cli(args)
+    model = load_model_for_cli(args, world)
     tokenizer = load_tokenizer_for_cli(args, model.args.vocab_size)
     start = [{"role": "system", "content": args.system}] if args.system else []
     dialog = list(start)

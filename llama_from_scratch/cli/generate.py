@@ -85,7 +85,7 @@ def generate_text(args: argparse.Namespace, world) -> int:
         raise CLIError(str(err)) from err
     if args.max_new_tokens < 0:
         raise CLIError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    model = load_model_for_cli(args)  # prints the memory account (stderr) before loading
+    model = load_model_for_cli(args, world)  # prints the memory account (stderr) before loading
     a = model.args
     n_params = count_parameters(a)  # the whole model's, also when this rank holds a tensor-parallel slice
     print(f"loaded {args.checkpoint}: {n_params:,} parameters, dim {a.dim}, {a.n_layers} layers, "

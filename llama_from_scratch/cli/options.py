@@ -20,6 +20,7 @@ from llama_from_scratch.checkpoints.dtypes import DTYPES
 from llama_from_scratch.cli.main import CLIError
 
 if TYPE_CHECKING:
+    from llama_from_scratch.distributed.process_group import World
     from llama_from_scratch.tokenizer.base import Tokenizer
 
 
@@ -40,19 +41,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="under torchrun: NCCL for GPUs, gloo for CPUs (auto, default)")
 
 
-def load_model_for_cli(args: argparse.Namespace, tokens: int | None = None):
-    """The model on the chosen device and dtype; the memory account goes to stderr first."""
+def load_model_for_cli(args: argparse.Namespace, world: "World", tokens: int | None = None):
+    """The model on the chosen device and dtype; the memory account goes to stderr first.
+    `world`: this rank's `process_group.World` (from `on_every_rank`); with several ranks the
+    model is loaded tensor parallel."""
     import torch
 
     from llama_from_scratch.checkpoints.errors import CheckpointError
     from llama_from_scratch.checkpoints.load import load_model, read_args, read_dtype
     from llama_from_scratch.inference.device import compile_model, device_memory, pick_device, pick_dtype
+    from llama_from_scratch.distributed.process_group import local_device
     from llama_from_scratch.inference.memory import memory_account
 
-    from llama_from_scratch.distributed.process_group import local_device, world_from_env
-
     try:
-        world = world_from_env()
         device = local_device(str(pick_device(args.device)), world)
         if world.is_distributed:
             return load_sharded_for_cli(args, world, device)
@@ -98,7 +99,7 @@ def on_every_rank(body: Callable[[argparse.Namespace, Any], int], args: argparse
         close_world()
 
 
-def load_sharded_for_cli(args: argparse.Namespace, world, device):
+def load_sharded_for_cli(args: argparse.Namespace, world: "World", device):
     """Rank `world.rank`'s tensor-parallel part of a Meta checkpoint (the process group joined here)."""
     from llama_from_scratch.checkpoints.errors import CheckpointError
     from llama_from_scratch.checkpoints.load import detect_format, read_dtype
