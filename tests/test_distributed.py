@@ -183,6 +183,13 @@ def test_chat_under_torchrun_reads_rank_0s_stdin_and_answers_as_one_process(meta
     assert ranks.stderr.count("(new dialog)") == 1
 
 
+def worker_pid(launcher: subprocess.Popen, rank: int) -> int:
+    """The process id of torchrun's worker for `rank` (its children, told apart by RANK=)."""
+    workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    environs = {int(pid): b"\0" + Path(f"/proc/{pid}/environ").read_bytes() for pid in workers}
+    return next(pid for pid, environ in environs.items() if f"\0RANK={rank}\0".encode() in environ)
+
+
 def test_chat_stops_with_one_line_when_a_rank_dies(meta_checkpoints):
     from llama_from_scratch import datafiles
 
@@ -197,10 +204,7 @@ def test_chat_stops_with_one_line_when_a_rank_dies(meta_checkpoints):
         launcher.stdin.write("Tell me a story\n")
         launcher.stdin.flush()
         assert launcher.stdout.readline(), "no first answer"  # both ranks are up and waiting for a line
-        workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
-        environs = {int(pid): b"\0" + Path(f"/proc/{pid}/environ").read_bytes() for pid in workers}
-        victim = next(pid for pid, environ in environs.items() if b"\0RANK=1\0" in environ)
-        os.kill(victim, signal.SIGKILL)
+        os.kill(worker_pid(launcher, rank=1), signal.SIGKILL)
         time.sleep(0.5)
         _, stderr = launcher.communicate("again\n", timeout=60)
     finally:
@@ -281,9 +285,7 @@ def run_and_stop_rank_1(text: Path, out: Path, sig: int, timeout_s: int) -> tupl
         while not (out / "checkpoint.pt").exists() and time.time() < deadline:
             time.sleep(0.2)
         assert (out / "checkpoint.pt").exists(), "the run never saved a checkpoint"
-        workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
-        ranks = {int(pid): Path(f"/proc/{pid}/environ").read_bytes() for pid in workers}
-        victim = next(pid for pid, environ in ranks.items() if b"\0RANK=1\0" in b"\0" + environ)
+        victim = worker_pid(launcher, rank=1)
         start = time.time()
         os.kill(victim, sig)
         _, stderr = launcher.communicate(timeout=120)
