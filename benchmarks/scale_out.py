@@ -34,17 +34,32 @@ sys.path.insert(0, str(ROOT))
 
 SIZES = {"tiny": dict(dim=64, n_layers=2, seq_len=32, batch=4),
          "small": dict(dim=256, n_layers=4, seq_len=256, batch=8)}
+LAUNCH_TIMEOUT_S = 1800  # a hung variant is an error with its stderr, not a benchmark that never ends
 
 
 def worker(args: argparse.Namespace) -> None:
     """One variant on this process (under torchrun for ddp and fsdp); rank 0 writes JSON."""
     import torch
 
+    from llama_from_scratch.distributed.process_group import close_world, init_world, local_device, world_from_env
+
+    torch.set_num_threads(args.threads)
+    world = world_from_env()
+    device = local_device(args.device, world)
+    init_world(device)
+    try:
+        measure(args, world, device)  # returns with its model gone, before the group is (see close_world)
+    finally:
+        close_world()
+
+
+def measure(args: argparse.Namespace, world, device) -> None:
+    import torch
+
     from llama_from_scratch.distributed.comm_bytes import count_sent
     from llama_from_scratch.distributed.data_parallel import DataParallel
     from llama_from_scratch.distributed.fully_sharded import FullyShardedParallel
     from llama_from_scratch.distributed.parallel import Parallel
-    from llama_from_scratch.distributed.process_group import close_world, init_world, local_device, world_from_env
     from llama_from_scratch.model.config import ModelArgs
     from llama_from_scratch.model.transformer import Transformer
     from llama_from_scratch.training.batches import BatchSampler
@@ -52,10 +67,6 @@ def worker(args: argparse.Namespace) -> None:
     from llama_from_scratch.training.optimizer import AdamW, param_groups
     from llama_from_scratch.training.run import TrainSettings
 
-    torch.set_num_threads(args.threads)
-    world = world_from_env()
-    device = local_device(args.device, world)
-    init_world(device)
     parallel = {"single": Parallel, "ddp": DataParallel, "fsdp": FullyShardedParallel}[args.variant](world)
     size = SIZES[args.size]
     margs = ModelArgs(dim=size["dim"], n_layers=size["n_layers"], n_heads=8, n_kv_heads=4, vocab_size=4096,
@@ -86,7 +97,6 @@ def worker(args: argparse.Namespace) -> None:
                                               first["train_loss"], "step_s": statistics.median(times),
                                               "sent_per_step": statistics.median(sent), "n_params": n_params,
                                               "tokens_per_step": settings.batch_size * settings.seq_len}))
-    close_world()
 
 
 def launch(variant: str, ranks: int, threads: int, args: argparse.Namespace, out: Path) -> dict:
@@ -97,7 +107,11 @@ def launch(variant: str, ranks: int, threads: int, args: argparse.Namespace, out
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
                    *command[1:]]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired as err:
+        stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""
+        raise RuntimeError(f"{variant} did not finish within {LAUNCH_TIMEOUT_S} s:\n{stderr[-3000:]}") from None
     if done.returncode:
         raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
     return json.loads(out.read_text())

@@ -32,7 +32,7 @@ from llama_from_scratch.checkpoints.meta_format import load_meta
 from llama_from_scratch.distributed.comm_bytes import count_sent
 from llama_from_scratch.distributed.data_parallel import DataParallel
 from llama_from_scratch.distributed.fully_sharded import FullyShardedParallel, shard_bytes
-from llama_from_scratch.distributed.process_group import init_world
+from llama_from_scratch.distributed.process_group import close_world, init_world
 from llama_from_scratch.distributed.tensor_parallel_load import load_tensor_parallel, local_weight_bytes
 from llama_from_scratch.inference.generation import generate
 from llama_from_scratch.model.config import preset
@@ -80,7 +80,6 @@ def collectives(out_path: str) -> None:
         dist.all_gather_object(counts, sent.bytes)
         result[name] = counts  # per rank: a broadcast's root sends, the others mostly listen
     write(world, out_path, result)
-    dist.destroy_process_group()
 
 
 def grads(out_path: str) -> None:
@@ -116,7 +115,6 @@ def grads(out_path: str) -> None:
                                  "grad_norm": norm, "reference_grad_norm": ref_norm, "max_clipped_diff": clipped_diff}
     result["reference_loss"] = reference_loss.item()
     write(world, out_path, result)
-    dist.destroy_process_group()
 
 
 def tp(checkpoint: str, out_path: str) -> None:
@@ -141,7 +139,6 @@ def tp(checkpoint: str, out_path: str) -> None:
               "sampled_per_rank": gathered, "sliced_bytes": held["sliced"], "total_sliced_bytes": total,
               "sent": sent.bytes, "tokens": tokens.numel()}
     write(world, out_path, result)
-    dist.destroy_process_group()
 
 
 CHECKS = {"collectives": collectives, "grads": grads, "tp": tp}
@@ -151,4 +148,7 @@ if __name__ == "__main__":
         print(f"usage: torchrun ... -m llama_from_scratch.distributed.live_checks {{{','.join(CHECKS)}}} ARGS OUT.json",
               file=sys.stderr)
         sys.exit(2)
-    CHECKS[sys.argv[1]](*sys.argv[2:])
+    try:
+        CHECKS[sys.argv[1]](*sys.argv[2:])
+    finally:
+        close_world()  # after the check returned: its models go before the group (see close_world)

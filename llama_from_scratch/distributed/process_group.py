@@ -19,6 +19,7 @@ Chapter: scale_out.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -119,7 +120,13 @@ def local_device(name: str, world: World) -> torch.device:
 
 
 def close_world() -> None:
+    """Leave the process group. Call it after a DDP-wrapped model is gone (return from
+    the function that holds it first): DDP's reducer keeps the group alive from C++, and if
+    the reducer drops the last reference, the gloo group is torn down with the GIL held while
+    gloo's worker thread may need the GIL to free its last work: a deadlock (pytorch issue
+    56297) that hung a benchmark's rank here once."""
     if dist.is_initialized():
+        gc.collect()  # a DDP model kept only by a reference cycle goes now, while the group lives
         dist.destroy_process_group()
 
 
