@@ -146,16 +146,21 @@ def screenshot(driver: object, target: Path) -> None:
     target.write_bytes(base64.b64decode(shot["data"]))
 
 
-def wait_for_landing(driver: object, url: str) -> None:
-    """Wait until the window shows `url`, loaded: a redirect is done before any check runs.
+def landed(driver: object, url: str) -> bool:
+    """Whether the window shows `url`, loaded, within REDIRECT_WAIT_S: a redirect is done.
 
     Checking a page that is about to navigate away loses the check's script with its document
     (a script timeout that depended on how fast the machine was).
     """
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, REDIRECT_WAIT_S).until(
-        lambda d: d.current_url == url and d.execute_script("return document.readyState") == "complete")
+    try:
+        WebDriverWait(driver, REDIRECT_WAIT_S).until(
+            lambda d: d.current_url == url and d.execute_script("return document.readyState") == "complete")
+    except TimeoutException:
+        return False
+    return True
 
 
 def check_page(driver: object, url: str, launch: dict[str, str] | None,
@@ -170,16 +175,9 @@ def check_page(driver: object, url: str, launch: dict[str, str] | None,
     driver.get_log("browser")
     try:
         driver.get(url)
-    except TimeoutException as error:
-        return [page_checks.Problem("load", f"the page did not finish loading: {error.msg}")]
-    if lands_on is not None:
-        try:
-            wait_for_landing(driver, lands_on)
-        except TimeoutException:
-            return [page_checks.Problem(
-                "redirect", f"{url} did not lead to {lands_on} within {REDIRECT_WAIT_S} s "
-                f"(the window shows {driver.current_url})")]
-    try:
+        if lands_on is not None and not landed(driver, lands_on):
+            return [page_checks.Problem("redirect", f"{url} did not lead to {lands_on} within {REDIRECT_WAIT_S} s "
+                                                    f"(the window shows {driver.current_url})")]
         notes = driver.execute_async_script(page_checks.WAIT_JS)
     except TimeoutException as error:
         return [page_checks.Problem("load", f"the page did not finish loading: {error.msg}")]

@@ -104,7 +104,7 @@ VAGUE_ALT = {"image", "figure", "plot", "output", "png", "img", "picture", "char
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # math, font, image, alt, overflow, console, launch, path, load, missing (no such page)
+    kind: str  # math, font, image, alt, overflow, console, launch, path, load, redirect, missing (no such page)
     message: str
 
 
