@@ -80,7 +80,7 @@ def on_every_rank(body: Callable[[argparse.Namespace, Any], int], args: argparse
     loses the others (one died or hung) says so in one line on stderr and returns 1."""
     import torch.distributed as dist
 
-    from llama_from_scratch.distributed.process_group import (close_world, lost_peer, peer_error_summary,
+    from llama_from_scratch.distributed.process_group import (close_world, lost_peer_message,
                                                               quiet_unless_writer, world_from_env)
 
     try:
@@ -91,9 +91,10 @@ def on_every_rank(body: Callable[[argparse.Namespace, Any], int], args: argparse
         with quiet_unless_writer(world):
             return body(args, world)
     except (dist.DistError, RuntimeError) as err:
-        if not (world.is_distributed and lost_peer(err)):
+        lost = lost_peer_message(world, err)
+        if lost is None:
             raise
-        print(f"error: rank {world.rank} lost the other ranks ({peer_error_summary(err)})", file=sys.stderr)
+        print(f"error: {lost}", file=sys.stderr)
         return 1
     finally:
         close_world()

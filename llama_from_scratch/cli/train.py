@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from llama_from_scratch.distributed.process_group import (close_world, init_world, local_device, lost_peer,
-                                                              peer_error_summary, world_from_env)
+    from llama_from_scratch.distributed.process_group import (close_world, init_world, local_device,
+                                                              lost_peer_message, world_from_env)
     from llama_from_scratch.training.checkpoint import RunLock, TrainingError
 
     out = Path(args.out)
@@ -133,11 +133,10 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as err:
         raise CLIError(str(err)) from None
     except (dist.DistError, RuntimeError) as err:  # DDP's reducer reports a lost peer as a RuntimeError
-        if not (world.is_distributed and lost_peer(err)):
+        lost = lost_peer_message(world, err)
+        if lost is None:
             raise
-        first = peer_error_summary(err)
-        print(f"error: rank {world.rank} lost the other ranks ({first}); the last checkpoint in {out} is intact: "
-              "resume with --resume", file=sys.stderr)
+        print(f"error: {lost}; the last checkpoint in {out} is intact: resume with --resume", file=sys.stderr)
         return 1
     if world.is_writer:
         print(json.dumps(result), flush=True)

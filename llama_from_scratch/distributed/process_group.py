@@ -11,7 +11,7 @@ between CPU processes. Asking for NCCL where there is no GPU falls back to gloo,
 on stderr. Every collective waits at most `timeout_s()` seconds (180 unless the environment
 variable LLAMA_DIST_TIMEOUT_S says otherwise): a rank that dies closes its sockets and the
 others fail at their next collective at once; a rank that hangs stops them after the timeout.
-`lost_peer` tells such an error from others, for the commands' one-line message.
+`lost_peer_message` tells such an error from others, for the commands' one-line message.
 Not handled: several machines' rendezvous options beyond torchrun's own.
 
 Chapter: scale_out.
@@ -171,14 +171,15 @@ def from_rank0(world: World, make: Callable[[], T]) -> T:
     return box[0]
 
 
-def lost_peer(err: BaseException) -> bool:
-    """Whether an error says another rank died or hung (gloo's and NCCL's wording)."""
-    text = str(err).lower()
-    return isinstance(err, dist.DistError) or any(sign in text for sign in (
+def lost_peer_message(world: World, err: BaseException) -> str | None:
+    """The line `rank R lost the other ranks (...)` when `err` says another rank died or hung
+    (gloo's and NCCL's wording; DDP's reducer raises a RuntimeError), with the first sentence
+    of the backend's error without its source-file tag ("[.../pair.cc:537]"); None for any
+    other error, or in a world of one."""
+    text = " ".join(str(err).split())
+    lost = isinstance(err, dist.DistError) or any(sign in str(err).lower() for sign in (
         "connection reset", "connection closed", "broken pipe", "timed out", "timeout", "nccl", "gloo"))
-
-
-def peer_error_summary(err: BaseException) -> str:
-    """The first sentence of a backend's error, without its source-file tag ("[.../pair.cc:537]")."""
-    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", " ".join(str(err).split()))
-    return (text.split(". ")[0] or type(err).__name__)[:200]
+    if not (world.is_distributed and lost):
+        return None
+    first = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text).split(". ")[0] or type(err).__name__
+    return f"rank {world.rank} lost the other ranks ({first[:200]})"
