@@ -59,12 +59,13 @@ def test_every_figure_has_folded_code_alt_text_and_a_numbered_caption(path):
     assert figure_problems(nbformat.read(path, as_version=4), chapter) == []
 
 
-def glossary_labels() -> set[str]:
-    return set(re.findall(r"^\((g-[a-z0-9-]+)\)=$", GLOSSARY.read_text(), flags=re.M))
+def glossary_labels() -> list[str]:
+    """Every entry's label, "(g-term)=" on its own line, in order."""
+    return re.findall(r"^\((g-[a-z0-9-]+)\)=$", GLOSSARY.read_text(), flags=re.M)
 
 
 def test_glossary_entries_are_labelled_once():
-    labels = re.findall(r"^\((g-[a-z0-9-]+)\)=$", GLOSSARY.read_text(), flags=re.M)
+    labels = glossary_labels()
     assert len(labels) == len(set(labels)) >= 30
 
 
@@ -73,4 +74,4 @@ def test_glossary_links_lead_to_an_entry(path):
     nb = nbformat.read(path, as_version=4)
     links = {m for cell in nb.cells if cell.cell_type == "markdown"
              for m in re.findall(r"\]\(#(g-[a-z0-9-]+)\)", cell.source)}
-    assert links - glossary_labels() == set()
+    assert links - set(glossary_labels()) == set()
