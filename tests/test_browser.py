@@ -17,12 +17,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tools import browser, page_checks, vendor
-from tools.notebooks import ROOT
 
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+CONFIG = browser.book_config()
 
 
 def unavailable(reason: str) -> None:
