@@ -35,12 +35,25 @@ GRAD_RTOL = 1e-6
 WEIGHTS_ATOL = 1e-5  # after 6 AdamW steps: rounding differences, amplified a little by Adam's division
 
 
+def torchrun_env(env: dict | None = None) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+
+
 def torchrun(n: int, *args: str, timeout: float = 240, env: dict | None = None,
              stdin: str | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(n), *args], capture_output=True, text=True, timeout=timeout, env=environment,
+                           str(n), *args], capture_output=True, text=True, timeout=timeout, env=torchrun_env(env),
                           input=stdin)
+
+
+def torchrun_to_kill(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """torchrun on 2 ranks, left running (stdin, stdout, stderr piped) for a test to stop a rank.
+
+    torchrun looks at its workers every 5 s here (0.1 s by default), so that the survivor's own
+    error, not torchrun stopping it first, is what ends the run."""
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--monitor-interval",
+                             "5", "--nproc-per-node", "2", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=torchrun_env(env))
 
 
 def train_args(out: Path, text: Path, *extra: str) -> list[str]:
@@ -169,11 +182,15 @@ def test_generate_under_torchrun_prints_once_and_matches(meta_checkpoints):
     assert ranks.stdout == alone.stdout and len(alone.stdout.split()) == 8
 
 
-def test_chat_under_torchrun_reads_rank_0s_stdin_and_answers_as_one_process(meta_checkpoints):
+def chat_flags(checkpoint: Path) -> list[str]:
     from llama_from_scratch import datafiles
 
-    flags = ["--checkpoint", str(meta_checkpoints[2]), "--tokenizer", str(datafiles.path("stories260K/tok512.bin")),
-             "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"]
+    return ["--checkpoint", str(checkpoint), "--tokenizer", str(datafiles.path("stories260K/tok512.bin")),
+            "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"]
+
+
+def test_chat_under_torchrun_reads_rank_0s_stdin_and_answers_as_one_process(meta_checkpoints):
+    flags = chat_flags(meta_checkpoints[2])
     lines = "Tell me a story\n/reset\nagain\n"
     alone = single(["-m", "llama_from_scratch", "chat", *flags], stdin=lines)
     assert alone.returncode == 0, alone.stderr
@@ -191,15 +208,7 @@ def worker_pid(launcher: subprocess.Popen, rank: int) -> int:
 
 
 def test_chat_stops_with_one_line_when_a_rank_dies(meta_checkpoints):
-    from llama_from_scratch import datafiles
-
-    flags = ["--checkpoint", str(meta_checkpoints[2]), "--tokenizer", str(datafiles.path("stories260K/tok512.bin")),
-             "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--monitor-interval",
-                                 "5", "--nproc-per-node", "2", "-m", "llama_from_scratch", "chat", *flags],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
+    launcher = torchrun_to_kill("-m", "llama_from_scratch", "chat", *chat_flags(meta_checkpoints[2]))
     try:
         launcher.stdin.write("Tell me a story\n")
         launcher.stdin.flush()
@@ -273,13 +282,8 @@ def test_a_batch_the_ranks_cannot_share_is_refused(text, tmp_path):
 def run_and_stop_rank_1(text: Path, out: Path, sig: int, timeout_s: int) -> tuple[int, float, str]:
     """Train on 2 ranks until the first checkpoint, send `sig` to rank 1, wait for the launcher:
     (its exit status, seconds from the signal to its exit, its stderr)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "LLAMA_DIST_TIMEOUT_S": str(timeout_s)}
-    # torchrun looks at its workers every 5 s (0.1 s by default), so that the survivor's own error,
-    # not torchrun stopping it first, is what ends the run
-    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--monitor-interval",
-                                 "5", "--nproc-per-node", "2",
-                                 *train_args(out, text, "--max-steps", "100000", "--save-every", "5")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    launcher = torchrun_to_kill(*train_args(out, text, "--max-steps", "100000", "--save-every", "5"),
+                                env={"LLAMA_DIST_TIMEOUT_S": str(timeout_s)})
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint.pt").exists() and time.time() < deadline:
