@@ -32,7 +32,7 @@ from llama_from_scratch.checkpoints.meta_format import load_meta
 from llama_from_scratch.distributed.comm_bytes import count_sent
 from llama_from_scratch.distributed.data_parallel import DataParallel
 from llama_from_scratch.distributed.fully_sharded import FullyShardedParallel, shard_bytes
-from llama_from_scratch.distributed.process_group import close_world, init_world
+from llama_from_scratch.distributed.process_group import World, close_world, init_world
 from llama_from_scratch.distributed.tensor_parallel_load import load_tensor_parallel, local_weight_bytes
 from llama_from_scratch.inference.generation import generate
 from llama_from_scratch.model.config import preset
@@ -59,13 +59,12 @@ def full_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def write(world, out_path: str, result: dict) -> None:
+def write(world: World, out_path: str, result: dict) -> None:
     if world.is_writer:
         Path(out_path).write_text(json.dumps(result, indent=1) + "\n")
 
 
-def collectives(out_path: str) -> None:
-    world = init_world(torch.device("cpu"))
+def collectives(world: World, out_path: str) -> None:
     n, size = world.size, 1_000_000  # float32 elements: 4 MB
     ops = {"all_reduce": lambda: dist.all_reduce(torch.ones(size)),
            "all_gather": lambda: dist.all_gather([torch.empty(size // n) for _ in range(n)], torch.ones(size // n)),
@@ -82,8 +81,7 @@ def collectives(out_path: str) -> None:
     write(world, out_path, result)
 
 
-def grads(out_path: str) -> None:
-    world = init_world(torch.device("cpu"))
+def grads(world: World, out_path: str) -> None:
     g = torch.Generator().manual_seed(1)
     x, y = torch.randint(0, 512, (8, 32), generator=g), torch.randint(0, 512, (8, 32), generator=g)  # global batch
     reference = fresh_model()
@@ -117,8 +115,7 @@ def grads(out_path: str) -> None:
     write(world, out_path, result)
 
 
-def tp(checkpoint: str, out_path: str) -> None:
-    world = init_world(torch.device("cpu"))
+def tp(world: World, checkpoint: str, out_path: str) -> None:
     model = load_tensor_parallel(checkpoint, world.rank, world.size, dtype=torch.float32, max_seq_len=64)
     reference = load_meta(checkpoint, dtype=torch.float32, max_seq_len=64)  # the whole model, to compare
     tokens = torch.randint(0, reference.args.vocab_size, (4, 48), generator=torch.Generator().manual_seed(2))
@@ -148,7 +145,8 @@ if __name__ == "__main__":
         print(f"usage: torchrun ... -m llama_from_scratch.distributed.live_checks {{{','.join(CHECKS)}}} ARGS OUT.json",
               file=sys.stderr)
         sys.exit(2)
+    joined = init_world(torch.device("cpu"))
     try:
-        CHECKS[sys.argv[1]](*sys.argv[2:])
+        CHECKS[sys.argv[1]](joined, *sys.argv[2:])
     finally:
         close_world()  # after the check returned: its models go before the group (see close_world)
